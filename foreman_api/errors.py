@@ -1,0 +1,76 @@
+"""HTTP errors as exceptions; one handler in :mod:`foreman_api.app` renders them.
+
+    ApiError                 base: status_code, code, message, details
+    ├── BadRequest           400 invalid_request (validation, pagination, ids)
+    ├── Unauthorized         401 unauthorized (no, unknown, expired or revoked key)
+    ├── Forbidden            403 forbidden (names the permission required)
+    ├── NotFound             404 not_found (also for another organisation's ids)
+    ├── Conflict             409 conflict / invalid_transition
+    ├── PayloadTooLarge      413 payload_too_large
+    ├── RateLimited          429 rate_limited (carries retry_after)
+    └── ServiceUnavailable   503 service_unavailable
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or []
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "service_unavailable"

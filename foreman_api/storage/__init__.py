@@ -1,0 +1,1 @@
+"""Storage: table definitions, engine set-up and migrations. All SQL lives below here."""

@@ -1,0 +1,125 @@
+"""The schema as SQLAlchemy Core tables. Migrations in ``foreman_api/migrations`` create it.
+
+Every row carries ``org_id`` and every query filters on it: organisations never see each
+other's data.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from foreman_api.storage.types import (
+    JSON_TYPE,
+    SEQ_TYPE,
+    TIMESTAMP_TYPE,
+    UUID_TYPE,
+    literal_text,
+)
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", UUID_TYPE, primary_key=True),
+    sa.Column("org_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("permissions", JSON_TYPE, nullable=False),
+    sa.Column("rate_limit", sa.String(32), nullable=True),
+    sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("expires_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("revoked_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("last_used_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Index("ix_api_keys_key_hash", "key_hash", unique=True),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", UUID_TYPE, primary_key=True),
+    sa.Column("org_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input_data", JSON_TYPE, nullable=True),
+    sa.Column("output_data", JSON_TYPE, nullable=True),
+    sa.Column("error_data", JSON_TYPE, nullable=True),
+    sa.Column("metadata", JSON_TYPE, nullable=True),
+    sa.Column("total_tasks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("completed_tasks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed_tasks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("updated_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("started_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("completed_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    sa.Index("ix_runs_org_created", "org_id", "created_at"),
+    sa.Index("ix_runs_org_updated", "org_id", "updated_at"),
+    sa.Index("ix_runs_org_status_created", "org_id", "status", "created_at"),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", UUID_TYPE, primary_key=True),
+    sa.Column("run_id", UUID_TYPE, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("parent_task_id", UUID_TYPE, sa.ForeignKey("tasks.id"), nullable=True),
+    sa.Column("org_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input_data", JSON_TYPE, nullable=True),
+    sa.Column("output_data", JSON_TYPE, nullable=True),
+    sa.Column("error_data", JSON_TYPE, nullable=True),
+    sa.Column("metadata", JSON_TYPE, nullable=True),
+    sa.Column("retry_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_retries", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("queue_job_id", sa.String(255), nullable=True),
+    sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("updated_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("queued_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("started_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("completed_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    sa.Index("ix_tasks_run_created", "run_id", "created_at"),
+    sa.Index("ix_tasks_run_status", "run_id", "status"),
+    sa.Index("ix_tasks_parent", "parent_task_id"),
+    sa.Index("ix_tasks_org_created", "org_id", "created_at"),
+    sa.Index("ix_tasks_org_status_created", "org_id", "status", "created_at"),
+)
+
+run_data = sa.Table(
+    "run_data",
+    metadata,
+    # Insertion order: "latest" means highest seq, exact even within one millisecond.
+    sa.Column("seq", SEQ_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("id", UUID_TYPE, nullable=False),
+    sa.Column("run_id", UUID_TYPE, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("task_id", UUID_TYPE, sa.ForeignKey("tasks.id"), nullable=True),
+    sa.Column("org_id", sa.String(64), nullable=False),
+    sa.Column("key", literal_text(255), nullable=False),
+    sa.Column("value", JSON_TYPE, nullable=True),
+    sa.Column("tags", JSON_TYPE, nullable=False),
+    sa.Column("metadata", JSON_TYPE, nullable=True),
+    # True on exactly one entry per (run_id, key): the latest. Kept by the storage layer.
+    sa.Column("is_latest", sa.Boolean, nullable=False),
+    sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("updated_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Index("ix_run_data_id", "id", unique=True),
+    sa.Index("ix_run_data_run_key_seq", "run_id", "key", "seq"),
+    sa.Index("ix_run_data_run_latest_key", "run_id", "is_latest", "key"),
+    sa.Index("ix_run_data_run_latest_seq", "run_id", "is_latest", "seq"),
+)
+
+run_data_tags = sa.Table(
+    "run_data_tags",
+    metadata,
+    sa.Column(
+        "run_data_seq",
+        SEQ_TYPE,
+        sa.ForeignKey("run_data.seq", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("tag", literal_text(255), primary_key=True),
+    sa.Column("run_id", UUID_TYPE, nullable=False),
+    sa.Index("ix_run_data_tags_run_tag", "run_id", "tag", "run_data_seq"),
+)
