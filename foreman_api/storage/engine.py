@@ -10,7 +10,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-
 WRITE_OPTION = "foreman_write"
 """Execution option marking a connection whose transaction will write."""
 

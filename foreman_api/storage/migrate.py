@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-
-from alembic import command
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -1,0 +1,139 @@
+"""The application factory: wires settings, storage, auth, rate limits, routes and errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from foreman_api import __version__
+from foreman_api.auth import Authenticator
+from foreman_api.deps import Services
+from foreman_api.errors import ApiError
+from foreman_api.middleware import BodySizeLimit, RateLimitHeaders
+from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from foreman_api.routes import health, run_data, runs, tasks
+from foreman_api.schemas import ErrorBody
+from foreman_api.settings import Settings, get_settings
+from foreman_api.storage.engine import create_engine
+from foreman_api.storage.migrate import pending_revision
+
+log = logging.getLogger("foreman_api")
+
+API_PREFIX = "/api/v1"
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Invalid input",
+        401: "Missing, invalid, expired or revoked API key",
+        403: "The key lacks the permission this route requires",
+        404: "Unknown id, or an id of another organisation",
+        409: "Illegal state transition",
+        413: "Request body too large",
+        429: "Rate limited",
+    }.items()
+}
+
+
+class UnmigratedDatabase(RuntimeError):
+    """The database schema is behind this version of Foreman."""
+
+
+def _error_response(
+    status: int,
+    message: str,
+    code: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "code": code, "details": details or []},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path")]
+    return ".".join(parts) or str(location[0] if location else "")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status_code, exc.message, exc.code, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": _field_path(tuple(err.get("loc", ()))), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(
+            f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:3]
+        )
+        return _error_response(400, f"invalid request: {summary}", "invalid_request", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return _error_response(exc.status_code, message, code, headers=exc.headers)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
+        return _error_response(400, "JSON body is nested too deeply", "invalid_request")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error_response(500, "internal server error", "internal_error")
+
+
+def _rate_limiter(settings: Settings) -> tuple[RateLimiter, redis.Redis | None]:
+    if not settings.redis_url:
+        return MemoryRateLimiter(), None
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    return RedisRateLimiter(client), client
+
+
+def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = None) -> FastAPI:
+    """Build the API. Refuses (UnmigratedDatabase) a database that needs ``foreman-api migrate``."""
+    settings = settings or get_settings()
+    engine = engine or create_engine(settings.database_url)
+    if pending_revision(engine) is not None:
+        raise UnmigratedDatabase(
+            "the database schema is not up to date: run `foreman-api migrate` "
+            f"(database: {engine.url.render_as_string(hide_password=True)})"
+        )
+    limiter, redis_client = _rate_limiter(settings)
+    app = FastAPI(
+        title="Foreman API",
+        version=__version__,
+        description="Runs, tasks and run data for workflow orchestration.",
+        responses=_ERROR_RESPONSES,
+    )
+    app.state.services = Services(
+        settings=settings,
+        engine=engine,
+        authenticator=Authenticator(engine, cache_seconds=settings.key_cache_seconds),
+        limiter=limiter,
+        redis=redis_client,
+    )
+    _install_error_handlers(app)
+    app.include_router(health.router)
+    for module in (runs, tasks, run_data):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,121 @@
+"""FastAPI dependencies: the per-process services, authentication, rate limits, permissions.
+
+Routes declare what they need with the ``Annotated`` aliases at the bottom, e.g.
+``caller: CanReadRuns``; the alias authenticates, rate-limits and checks the permission.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+import sqlalchemy as sa
+from fastapi import Depends, Request
+
+from foreman_api.auth import Authenticator, Principal
+from foreman_api.errors import RateLimited, Unauthorized
+from foreman_api.ratelimit import Decision, RateLimiter
+from foreman_api.schemas import Permission
+from foreman_api.settings import Settings
+
+log = logging.getLogger("foreman_api")
+
+RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
+
+
+@dataclass(slots=True)
+class Services:
+    """What one API process shares between requests."""
+
+    settings: Settings
+    engine: sa.Engine
+    authenticator: Authenticator
+    limiter: RateLimiter
+    redis: redis.Redis | None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_engine(request: Request) -> sa.Engine:
+    return get_services(request).engine
+
+
+Engine = Annotated[sa.Engine, Depends(get_engine)]
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _count(
+    request: Request, services: Services, bucket: str, principal: Principal | None
+) -> Decision | None:
+    if principal is None:
+        limit = services.settings.auth_failure_rate_limit
+    else:
+        limit = principal.rate_limit or services.settings.default_rate_limit
+    try:
+        return services.limiter.hit(bucket, limit)
+    except redis.RedisError:
+        # Rate limiting fails open: an unreachable Redis must not take the API down with it.
+        # /health reports it as degraded.
+        log.warning("rate limiter unavailable; request %s allowed", request.url.path)
+        return None
+
+
+def authenticate(request: Request) -> Principal:
+    """Resolve the caller's key and count the request against its rate limit."""
+    services = get_services(request)
+    try:
+        principal = services.authenticator.authenticate(_presented_key(request))
+    except Unauthorized:
+        client = request.client.host if request.client else "unknown"
+        failures = _count(request, services, f"authfail:{client}", None)
+        if failures is not None and not failures.allowed:
+            raise RateLimited(
+                "too many failed authentications from this address; try again later",
+                headers={"Retry-After": str(failures.reset_seconds)},
+            ) from None
+        raise
+    decision = _count(request, services, f"key:{principal.key_id}", principal)
+    if decision is not None:
+        setattr(request.state, RATE_LIMIT_HEADERS_STATE, decision.headers())
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit of {decision.limit} requests exceeded; retry in "
+                f"{decision.reset_seconds} s"
+            )
+    return principal
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    """A dependency that lets the request through only with ``permission``."""
+
+    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        principal.require(permission)
+        return principal
+
+    check.__name__ = f"require_{permission.name.lower()}"
+    return check
+
+
+CanCreateRuns = Annotated[Principal, Depends(require(Permission.RUNS_CREATE))]
+CanReadRuns = Annotated[Principal, Depends(require(Permission.RUNS_READ))]
+CanUpdateRuns = Annotated[Principal, Depends(require(Permission.RUNS_UPDATE))]
+CanCreateTasks = Annotated[Principal, Depends(require(Permission.TASKS_CREATE))]
+CanReadTasks = Annotated[Principal, Depends(require(Permission.TASKS_READ))]
+CanUpdateTasks = Annotated[Principal, Depends(require(Permission.TASKS_UPDATE))]
+CanReadRunData = Annotated[Principal, Depends(require(Permission.RUNDATA_READ))]
+CanWriteRunData = Annotated[Principal, Depends(require(Permission.RUNDATA_WRITE))]
+CanDeleteRunData = Annotated[Principal, Depends(require(Permission.RUNDATA_DELETE))]

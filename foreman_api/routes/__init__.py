@@ -1,0 +1,1 @@
+"""HTTP routes: parse the request, call the domain layer, shape the response."""
