@@ -1,0 +1,338 @@
+"""The asynchronous client; same methods as the sync one, over ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar
+
+import httpx
+import tenacity
+
+from foreman_api.schemas import Health, Page, Run, RunData, RunStatus, Task, TaskStatus
+from foreman_worker import _calls, _responses
+from foreman_worker._calls import (
+    UNSET,
+    Call,
+    DataSortBy,
+    Id,
+    InvalidRequest,
+    Names,
+    SortBy,
+    SortOrder,
+    TagMode,
+    Unset,
+)
+from foreman_worker._config import ClientSettings
+from foreman_worker._responses import Attempt
+from foreman_worker._retry import RetryPolicy
+from foreman_worker.errors import ConfigurationError
+from foreman_worker.result import Result
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class AsyncForemanClient:
+    """Asynchronous client for the Foreman API: :class:`ForemanClient`'s methods, awaited.
+
+    Same arguments, defaults, retry rules and results as the sync client; ``transport``
+    must be an ``httpx.AsyncBaseTransport``. Close it with ``await client.close()`` or use
+    ``async with``.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise ConfigurationError("AsyncForemanClient needs an httpx.AsyncBaseTransport")
+        self._settings = ClientSettings(base_url, api_key, timeout, retry)
+        self._http = httpx.AsyncClient(
+            base_url=self._settings.base_url,
+            timeout=self._settings.timeout,
+            headers=self._settings.headers,
+            transport=transport,
+        )
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @property
+    def base_url(self) -> str:
+        """The API's root URL, without the ``/api/v1`` prefix."""
+        return self._settings.base_url
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call."""
+        return self._settings.retry
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _call(
+        self, build: Callable[P, Call[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Result[T]:
+        try:
+            call = build(*args, **kwargs)
+        except InvalidRequest as exc:
+            return Result.fail(exc.info)
+        retrying = tenacity.AsyncRetrying(sleep=self._sleep, **self._settings.retry_options)
+        attempt: Attempt[T] = await retrying(self._attempt, call)
+        return attempt.result
+
+    async def _attempt(self, call: Call[T]) -> Attempt[T]:
+        try:
+            response = await self._http.request(
+                call.method, call.path, **self._settings.request_args(call)
+            )
+        except httpx.HTTPError as exc:
+            return _responses.attempt_from_exception(call, exc)
+        return _responses.attempt_from_response(call, response)
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    async def create_run(
+        self, input_data: Any, *, metadata: Mapping[str, Any] | None = None
+    ) -> Result[Run]:
+        """Create a run (``POST /runs``) with any JSON ``input_data``."""
+        return await self._call(_calls.create_run, input_data, metadata=metadata)
+
+    async def get_run(self, run_id: Id) -> Result[Run]:
+        """Fetch a run; ``not_found`` if it does not exist in the key's organisation."""
+        return await self._call(_calls.get_run, run_id)
+
+    async def update_run(
+        self,
+        run_id: Id,
+        *,
+        status: RunStatus | str | Unset = UNSET,
+        output_data: Any = UNSET,
+        error_data: Any = UNSET,
+        metadata: Mapping[str, Any] | Unset | None = UNSET,
+    ) -> Result[Run]:
+        """Change a run; only the fields passed are sent (``None`` is sent as ``null``)."""
+        return await self._call(
+            _calls.update_run,
+            run_id,
+            status=status,
+            output_data=output_data,
+            error_data=error_data,
+            metadata=metadata,
+        )
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort_by: SortBy = "createdAt",
+        sort_order: SortOrder = "desc",
+    ) -> Result[Page[Run]]:
+        """One page of runs, optionally of one status."""
+        return await self._call(
+            _calls.list_runs,
+            status=status,
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+        )
+
+    # ---- tasks ---------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        run_id: Id,
+        type: str,
+        *,
+        input_data: Any = None,
+        parent_task_id: Id | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        max_retries: int | None = None,
+    ) -> Result[Task]:
+        """Create a task in a run (``max_retries`` None: the server's default, 3)."""
+        return await self._call(
+            _calls.create_task,
+            run_id,
+            type,
+            input_data=input_data,
+            parent_task_id=parent_task_id,
+            metadata=metadata,
+            max_retries=max_retries,
+        )
+
+    async def get_task(self, task_id: Id) -> Result[Task]:
+        """Fetch a task."""
+        return await self._call(_calls.get_task, task_id)
+
+    async def update_task(
+        self,
+        task_id: Id,
+        *,
+        status: TaskStatus | str | Unset = UNSET,
+        output_data: Any = UNSET,
+        error_data: Any = UNSET,
+        metadata: Mapping[str, Any] | Unset | None = UNSET,
+        queue_job_id: str | Unset | None = UNSET,
+    ) -> Result[Task]:
+        """Change a task; an illegal status transition is a ``409`` (code ``conflict``)."""
+        return await self._call(
+            _calls.update_task,
+            task_id,
+            status=status,
+            output_data=output_data,
+            error_data=error_data,
+            metadata=metadata,
+            queue_job_id=queue_job_id,
+        )
+
+    async def list_tasks(
+        self,
+        *,
+        run_id: Id | None = None,
+        parent_task_id: Id | None = None,
+        status: TaskStatus | str | None = None,
+        type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort_by: SortBy = "createdAt",
+        sort_order: SortOrder = "desc",
+    ) -> Result[Page[Task]]:
+        """One page of tasks matching every filter given."""
+        return await self._call(
+            _calls.list_tasks,
+            run_id=run_id,
+            parent_task_id=parent_task_id,
+            status=status,
+            type=type,
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+        )
+
+    # ---- run data ------------------------------------------------------------------------
+
+    async def create_run_data(
+        self,
+        run_id: Id,
+        key: str,
+        value: Any,
+        *,
+        task_id: Id | None = None,
+        tags: Names | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Result[RunData]:
+        """Add an entry under ``key`` (earlier entries of the key are kept)."""
+        return await self._call(
+            _calls.create_run_data,
+            run_id,
+            key,
+            value,
+            task_id=task_id,
+            tags=tags,
+            metadata=metadata,
+        )
+
+    async def get_run_data(self, run_id: Id, key: str) -> Result[RunData | None]:
+        """The latest entry of ``key``; success with ``None`` when the key has none."""
+        return await self._call(_calls.get_run_data, run_id, key)
+
+    async def get_all_run_data(
+        self, run_id: Id, key: str, *, limit: int = 1000
+    ) -> Result[list[RunData]]:
+        """Every entry of ``key``, newest first (at most ``limit``)."""
+        return await self._call(_calls.get_all_run_data, run_id, key, limit=limit)
+
+    async def query_run_data_by_tags(
+        self,
+        run_id: Id,
+        tags: Names,
+        tag_mode: TagMode = "any",
+        *,
+        include_all: bool = False,
+        limit: int = 1000,
+    ) -> Result[list[RunData]]:
+        """Entries with any (or all) of ``tags``; latest per key unless ``include_all``."""
+        return await self._call(
+            _calls.query_run_data_by_tags,
+            run_id,
+            tags,
+            tag_mode,
+            include_all=include_all,
+            limit=limit,
+        )
+
+    async def query_run_data(
+        self,
+        run_id: Id,
+        *,
+        key: str | None = None,
+        keys: Names | None = None,
+        key_starts_with: Names | None = None,
+        key_pattern: Names | None = None,
+        tags: Names | None = None,
+        tag_starts_with: Names | None = None,
+        tag_mode: TagMode | None = None,
+        include_all: bool = False,
+        limit: int | None = None,
+        offset: int | None = None,
+        sort_by: DataSortBy | None = None,
+        sort_order: SortOrder | None = None,
+    ) -> Result[Page[RunData]]:
+        """One page of entries: key filters OR-ed, tag filters AND-ed with them."""
+        return await self._call(
+            _calls.query_run_data,
+            run_id,
+            key=key,
+            keys=keys,
+            key_starts_with=key_starts_with,
+            key_pattern=key_pattern,
+            tags=tags,
+            tag_starts_with=tag_starts_with,
+            tag_mode=tag_mode,
+            include_all=include_all,
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+        )
+
+    async def update_run_data_tags(
+        self, run_id: Id, data_id: Id, *, add: Names = (), remove: Names = ()
+    ) -> Result[RunData]:
+        """Add and remove tags of one entry."""
+        return await self._call(
+            _calls.update_run_data_tags, run_id, data_id, add=add, remove=remove
+        )
+
+    async def delete_run_data(
+        self, run_id: Id, *, key: str | None = None, id: Id | None = None
+    ) -> Result[int]:
+        """Delete every entry of ``key``, or the entry ``id``; the data is the count deleted."""
+        return await self._call(_calls.delete_run_data, run_id, key=key, id=id)
+
+    # ---- service -------------------------------------------------------------------------
+
+    async def health(self) -> Result[Health]:
+        """The service's health (no key needed); a degraded service is still a success."""
+        return await self._call(_calls.health)
