@@ -1,0 +1,137 @@
+"""The run and task status machines, as data, and the rules that read them.
+
+Tasks (anything not listed is an invalid transition, ``409 invalid_transition``)::
+
+    pending  → queued, running, cancelled
+    queued   → running, cancelled
+    running  → completed, failed, retrying, cancelled
+    retrying → queued, running, failed, cancelled
+    completed, failed, cancelled: terminal
+
+Runs::
+
+    pending → running, cancelled
+    running → completed, failed, cancelled
+    completed, failed, cancelled: terminal
+
+A run also moves ``pending → running`` by itself when its first task starts. PATCHing a run
+to the status it already has is accepted as a no-op for the status (see
+:func:`check_run_transition`); tasks have no such leniency except the idempotent claim,
+which the storage layer recognises by its ``queueJobId``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from foreman_api.errors import Conflict
+from foreman_api.schemas import (
+    TERMINAL_RUN_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    RunStatus,
+    TaskStatus,
+)
+
+INVALID_TRANSITION = "invalid_transition"
+
+TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.CANCELLED}),
+    TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.RETRYING, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.RETRYING: frozenset(
+        {TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+UNFINISHED_TASK_STATUSES = frozenset(TaskStatus) - TERMINAL_TASK_STATUSES
+"""Statuses a task leaves when its run is cancelled."""
+
+_TASK_SOURCES: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    target: frozenset(s for s, targets in TASK_TRANSITIONS.items() if target in targets)
+    for target in TaskStatus
+}
+
+
+def task_sources(target: TaskStatus) -> frozenset[TaskStatus]:
+    """The statuses from which a task may move to ``target`` (the compare-and-set guard)."""
+    return _TASK_SOURCES[target]
+
+
+def can_move_task(current: TaskStatus, target: TaskStatus) -> bool:
+    return target in TASK_TRANSITIONS[current]
+
+
+def is_terminal_task(status: TaskStatus) -> bool:
+    return status in TERMINAL_TASK_STATUSES
+
+
+def is_terminal_run(status: RunStatus) -> bool:
+    return status in TERMINAL_RUN_STATUSES
+
+
+def invalid_transition(kind: str, current: str, target: str) -> Conflict:
+    """The ``409`` for a refused move; the message names both statuses."""
+    allowed = (
+        TASK_TRANSITIONS[TaskStatus(current)]
+        if kind == "task"
+        else RUN_TRANSITIONS[RunStatus(current)]
+    )
+    if allowed:
+        hint = "allowed from " + current + ": " + ", ".join(sorted(allowed))
+    else:
+        hint = f"{current} is terminal"
+    return Conflict(
+        f"cannot move {kind} from {current} to {target} ({hint})",
+        code=INVALID_TRANSITION,
+        details=[{"field": "status", "message": f"{current} -> {target} is not allowed"}],
+    )
+
+
+def check_task_transition(current: TaskStatus, target: TaskStatus) -> None:
+    if not can_move_task(current, target):
+        raise invalid_transition("task", current, target)
+
+
+def check_run_transition(current: RunStatus, target: RunStatus) -> bool:
+    """Whether a PATCH moves the run; raises the ``409`` for an illegal move.
+
+    Setting the status a run already has is a no-op (returns False): a client that retries
+    "complete this run" after a lost response gets ``200``, and timestamps are not reset.
+    Leaving a terminal status, or any move outside :data:`RUN_TRANSITIONS`, is a ``409``.
+    """
+    if current == target:
+        return False
+    if target not in RUN_TRANSITIONS[current]:
+        raise invalid_transition("run", current, target)
+    return True
+
+
+def task_counter(target: TaskStatus) -> str | None:
+    """The run counter a task's move to ``target`` raises, if any.
+
+    ``completed`` counts in ``completedTasks``, ``failed`` in ``failedTasks``; a cancelled
+    task counts in neither (cancelling is not failing).
+    """
+    if target is TaskStatus.COMPLETED:
+        return "completed_tasks"
+    if target is TaskStatus.FAILED:
+        return "failed_tasks"
+    return None
+
+
+def task_touches_run(target: TaskStatus) -> bool:
+    """Whether a task's move to ``target`` may change its run (auto-start or a counter)."""
+    return target is TaskStatus.RUNNING or task_counter(target) is not None

@@ -1,0 +1,36 @@
+"""Database rows to wire models, and SQL fragments shared by the run and task modules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from foreman_api.schemas import Run, Task
+from foreman_api.storage.types import TIMESTAMP_TYPE
+
+
+def run_from_row(row: sa.RowMapping) -> Run:
+    return Run.model_validate(dict(row))
+
+
+def task_from_row(row: sa.RowMapping) -> Task:
+    return Task.model_validate(dict(row))
+
+
+def elapsed_ms_sql(
+    conn: sa.Connection, *, start: sa.ColumnElement[Any], end: datetime
+) -> sa.ColumnElement[int]:
+    """Whole milliseconds from the ``start`` column to ``end``, computed by the database.
+
+    Lets a transition set ``duration_ms`` in the same ``UPDATE`` that sets ``completed_at``,
+    without first reading ``started_at``. NULL when ``start`` is NULL. Both instants are
+    millisecond-truncated, so the result is exact (rounding only absorbs float noise).
+    """
+    end_param = sa.literal(end, TIMESTAMP_TYPE)
+    if conn.dialect.name == "postgresql":
+        seconds = sa.extract("epoch", end_param - start)
+        return sa.cast(sa.func.round(seconds * 1000), sa.BigInteger)
+    days = sa.func.julianday(end_param) - sa.func.julianday(start)
+    return sa.cast(sa.func.round(days * 86_400_000.0), sa.BigInteger)

@@ -1,0 +1,179 @@
+"""Concurrency on both backends: the claim is the lock, and run counters never drift.
+
+Threads share one in-process app (each TestClient request runs on its own event loop and the
+sync routes on worker threads), so requests really do overlap in the database.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from foreman_api.storage.engine import read_transaction
+from foreman_api.storage.tables import tasks as tasks_table
+from tests.conftest import Api
+from tests.test_runs import RUNS, TASKS, create_run, create_task
+
+THREADS = 8
+
+
+def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Start ``count`` calls at once (behind a barrier) and return their results."""
+    barrier = threading.Barrier(count)
+
+    def start(index: int) -> Any:
+        barrier.wait(timeout=30)
+        return work(index)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(start, range(count)))
+
+
+def task_statuses(api: Api, run_id: str) -> Counter[str]:
+    with read_transaction(api.engine) as conn:
+        rows = conn.execute(
+            sa.select(tasks_table.c.status, sa.func.count())
+            .where(tasks_table.c.run_id == uuid.UUID(run_id))
+            .group_by(tasks_table.c.status)
+        ).all()
+    return Counter({status: count for status, count in rows})
+
+
+def assert_counters_match_tasks(api: Api, auth: dict[str, str], run_id: str) -> dict[str, Any]:
+    run = dict(api.client.get(f"{RUNS}/{run_id}", headers=auth).json())
+    counts = task_statuses(api, run_id)
+    assert run["totalTasks"] == sum(counts.values())
+    assert run["completedTasks"] == counts["completed"]
+    assert run["failedTasks"] == counts["failed"]
+    return run
+
+
+def test_two_concurrent_claims_exactly_one_wins(api: Api, auth: dict[str, str]) -> None:
+    run = create_run(api, auth)
+    for _ in range(10):
+        task = create_task(api, auth, run["id"])
+        responses = run_in_threads(
+            2,
+            lambda i, task_id=task["id"]: api.client.patch(
+                f"{TASKS}/{task_id}",
+                headers=auth,
+                json={"status": "running", "queueJobId": f"job-{i}"},
+            ),
+        )
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [200, 409], [r.text for r in responses]
+        winner = next(r for r in responses if r.status_code == 200).json()
+        loser = next(r for r in responses if r.status_code == 409).json()
+        assert loser["code"] == "invalid_transition"
+        stored = api.client.get(f"{TASKS}/{task['id']}", headers=auth).json()
+        assert stored["queueJobId"] == winner["queueJobId"]
+        # The winner's retry of its lost response is answered again.
+        again = api.client.patch(
+            f"{TASKS}/{task['id']}",
+            headers=auth,
+            json={"status": "running", "queueJobId": winner["queueJobId"]},
+        )
+        assert again.status_code == 200 and again.json() == stored
+
+
+def test_many_claimers_one_winner(api: Api, auth: dict[str, str]) -> None:
+    run = create_run(api, auth)
+    task = create_task(api, auth, run["id"])
+    responses = run_in_threads(
+        THREADS,
+        lambda i: api.client.patch(
+            f"{TASKS}/{task['id']}", headers=auth, json={"status": "running", "queueJobId": f"{i}"}
+        ),
+    )
+    assert Counter(r.status_code for r in responses) == {200: 1, 409: THREADS - 1}
+
+
+@pytest.mark.parametrize("with_failures", [False, True], ids=["all-complete", "mixed"])
+def test_concurrent_completions_keep_counters_exact(
+    api: Api, auth: dict[str, str], with_failures: bool
+) -> None:
+    run = create_run(api, auth)
+    task_ids = [create_task(api, auth, run["id"])["id"] for _ in range(200)]
+
+    def outcome(index: int) -> list[str]:
+        if not with_failures:
+            return ["completed"]
+        return [
+            ["completed"],
+            ["failed"],
+            ["retrying", "failed"],
+            ["retrying", "running", "completed"],
+            ["cancelled"],
+        ][index % 5]
+
+    def worker(thread: int) -> list[int]:
+        codes = []
+        for index in range(thread, len(task_ids), THREADS):
+            path = f"{TASKS}/{task_ids[index]}"
+            claim = {"status": "running", "queueJobId": f"w{thread}-{index}"}
+            codes.append(api.client.patch(path, headers=auth, json=claim).status_code)
+            for status in outcome(index):
+                codes.append(
+                    api.client.patch(path, headers=auth, json={"status": status}).status_code
+                )
+        return codes
+
+    results = run_in_threads(THREADS, worker)
+    assert {code for codes in results for code in codes} == {200}
+
+    run_after = assert_counters_match_tasks(api, auth, run["id"])
+    assert run_after["status"] == "running"
+    assert run_after["totalTasks"] == 200
+    if with_failures:
+        assert (run_after["completedTasks"], run_after["failedTasks"]) == (80, 80)
+        assert task_statuses(api, run["id"])["cancelled"] == 40
+    else:
+        assert run_after["completedTasks"] == 200
+
+
+def test_cancel_racing_with_workers_leaves_no_unfinished_task(
+    api: Api, auth: dict[str, str]
+) -> None:
+    """Workers claim/complete and a creator adds tasks while the run is cancelled."""
+    run = create_run(api, auth)
+    task_ids = [create_task(api, auth, run["id"])["id"] for _ in range(60)]
+
+    def work(thread: int) -> list[int]:
+        codes: list[int] = []
+        if thread == 0:
+            for _ in range(10):
+                response = api.client.post(
+                    TASKS, headers=auth, json={"runId": run["id"], "type": "late"}
+                )
+                codes.append(response.status_code)
+            return codes
+        if thread == 1:
+            response = api.client.patch(
+                f"{RUNS}/{run['id']}", headers=auth, json={"status": "cancelled"}
+            )
+            return [response.status_code]
+        for index in range(thread, len(task_ids), THREADS - 2):
+            path = f"{TASKS}/{task_ids[index]}"
+            for status in ("running", "completed" if index % 2 else "failed"):
+                codes.append(
+                    api.client.patch(path, headers=auth, json={"status": status}).status_code
+                )
+        return codes
+
+    results = run_in_threads(THREADS, work)
+    assert results[1] == [200]
+    # Everything is a success or a clean refusal (the run or task was cancelled first).
+    assert {code for codes in results for code in codes} <= {200, 201, 409}
+
+    counts = task_statuses(api, run["id"])
+    assert set(counts) <= {"completed", "failed", "cancelled"}, counts
+    run_after = assert_counters_match_tasks(api, auth, run["id"])
+    assert run_after["status"] == "cancelled"
+    assert run_after["totalTasks"] == 60 + results[0].count(201)
