@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,23 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or str(location[0] if location else "")
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every documented method of the route(s) whose template matches ``path``."""
+    patterns: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if patterns is None:
+        patterns = [
+            (
+                re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+                [method.upper() for method in operations],
+            )
+            for template, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allowed_methods = patterns
+    return sorted({m for pattern, methods in patterns if pattern.match(path) for m in methods})
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -83,10 +101,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(400, f"invalid request: {summary}", "invalid_request", details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return _error_response(exc.status_code, message, code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route that matched the path.
+            allowed = _allowed_methods(app, request.url.path)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                message = f"method {request.method} not allowed; use {', '.join(allowed)}"
+        return _error_response(exc.status_code, message, code, headers=headers)
 
     @app.exception_handler(RecursionError)
     async def too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
@@ -104,7 +129,7 @@ def _rate_limiter(settings: Settings) -> tuple[RateLimiter, redis.Redis | None]:
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
     )
-    return RedisRateLimiter(client), client
+    return RedisRateLimiter(client, namespace=settings.rate_limit_namespace), client
 
 
 def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = None) -> FastAPI:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -26,6 +27,8 @@ from foreman_api.settings import RateLimit, parse_rate_limit
 from foreman_api.storage import api_keys as key_storage
 
 KEY_PREFIX = "fmn"
+KEY_FORMAT = re.compile(rf"{KEY_PREFIX}_[a-z0-9]{{1,16}}_[A-Za-z0-9_-]{{32,128}}")
+"""What a presented key must look like before it is worth a lookup."""
 DISPLAY_PREFIX_LENGTH = 12
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -113,14 +116,25 @@ class Authenticator:
         return record
 
     def authenticate(self, presented: str | None) -> Principal:
+        """Resolve ``presented`` (the key the request carried, None for none).
+
+        Each failure has its own ``code``: ``missing_api_key``, ``malformed_api_key`` (not
+        of the form ``fmn_<env>_<secret>``), ``invalid_api_key`` (unknown), ``key_revoked``,
+        ``key_expired``.
+        """
         if not presented:
             raise Unauthorized(
-                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                code="missing_api_key",
+            )
+        if not KEY_FORMAT.fullmatch(presented):
+            raise Unauthorized(
+                "malformed API key: expected 'fmn_<env>_<secret>'", code="malformed_api_key"
             )
         key_hash = hash_key(presented)
         record = self._lookup(key_hash)
         if record is None or not hmac.compare_digest(record.key_hash, key_hash):
-            raise Unauthorized("invalid API key")
+            raise Unauthorized("invalid API key", code="invalid_api_key")
         now = utcnow()
         if record.revoked_at is not None:
             raise Unauthorized("this API key has been revoked", code="key_revoked")
@@ -159,6 +173,8 @@ def issue_key(
     """
     if not org_id.strip() or len(org_id) > 64:
         raise ValueError("organisation id must be 1-64 characters")
+    if not name.strip() or len(name) > 255:
+        raise ValueError("key name must be 1-255 characters")
     permissions = validate_permissions(permissions)
     if not permissions:
         raise ValueError("a key needs at least one permission")

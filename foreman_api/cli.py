@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from foreman_api.auth import issue_key
-from foreman_api.clock import utcnow
+from foreman_api.clock import as_utc, utcnow
 from foreman_api.settings import get_settings, parse_rate_limit
 from foreman_api.storage import api_keys as key_storage
 from foreman_api.storage.engine import create_engine
@@ -26,17 +26,25 @@ class CliError(Exception):
 
 
 def parse_expiry(text: str) -> datetime:
-    """``30d``, ``12h``, ``90m``, ``2w`` from now, or an ISO-8601 timestamp (UTC if naive)."""
+    """``30d``, ``12h``, ``90m``, ``2w`` from now, or an ISO-8601 timestamp (UTC if naive).
+
+    The moment must lie in the future; anything else is a CliError.
+    """
+    text = text.strip()
+    now = utcnow()
     unit = _DURATION_UNITS.get(text[-1:])
-    if unit and text[:-1].isdigit():
-        return utcnow() + timedelta(**{unit: int(text[:-1])})
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if unit and text[:-1].isdigit():
+            moment = now + timedelta(**{unit: int(text[:-1])})
+        else:
+            moment = as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):
         raise CliError(
             f"invalid --expires {text!r}: use a duration (30d, 12h, 90m, 2w) or an ISO date"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+    if moment <= now:
+        raise CliError(f"invalid --expires {text!r}: the expiry must be in the future")
+    return moment
 
 
 def _engine() -> sa.Engine:
@@ -114,7 +122,7 @@ def cmd_keys_list(_args: argparse.Namespace) -> None:
     for key in rows:
         if key.revoked_at:
             status = "revoked"
-        elif key.expires_at and key.expires_at.replace(tzinfo=now.tzinfo) <= now:
+        elif key.expires_at and as_utc(key.expires_at) <= now:
             status = "expired"
         else:
             status = "active"

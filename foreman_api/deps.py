@@ -13,7 +13,8 @@ from typing import Annotated
 
 import redis
 import sqlalchemy as sa
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from foreman_api.auth import Authenticator, Principal
 from foreman_api.errors import RateLimited, Unauthorized
@@ -50,12 +51,25 @@ Engine = Annotated[sa.Engine, Depends(get_engine)]
 
 
 def _presented_key(request: Request) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` or ``x-api-key``; None when neither.
+
+    An ``Authorization`` header that is not ``Bearer <key>`` (and no ``x-api-key`` to fall
+    back on) is a ``401 malformed_authorization``.
+    """
     authorization = request.headers.get("authorization")
     if authorization:
-        scheme, _, token = authorization.partition(" ")
+        scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    api_key = request.headers.get("x-api-key", "").strip()
+    if api_key:
+        return api_key
+    if authorization is not None:
+        raise Unauthorized(
+            "malformed Authorization header: expected 'Bearer <key>'",
+            code="malformed_authorization",
+        )
+    return None
 
 
 def _count(
@@ -74,19 +88,40 @@ def _count(
         return None
 
 
-def authenticate(request: Request) -> Principal:
+# Declared for the OpenAPI document (either scheme authenticates a request); the header
+# itself is parsed by _presented_key, so these never reject anything on their own.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="fmn_<env>_<secret>",
+    description="`Authorization: Bearer <API key>`",
+    auto_error=False,
+)
+api_key_scheme = APIKeyHeader(
+    name="x-api-key",
+    scheme_name="apiKey",
+    description="`x-api-key: <API key>`, an alternative to the Bearer header",
+    auto_error=False,
+)
+
+
+def authenticate(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+    _api_key: Annotated[str | None, Security(api_key_scheme)] = None,
+) -> Principal:
     """Resolve the caller's key and count the request against its rate limit."""
     services = get_services(request)
     try:
         principal = services.authenticator.authenticate(_presented_key(request))
-    except Unauthorized:
+    except Unauthorized as exc:
         client = request.client.host if request.client else "unknown"
         failures = _count(request, services, f"authfail:{client}", None)
         if failures is not None and not failures.allowed:
             raise RateLimited(
                 "too many failed authentications from this address; try again later",
                 headers={"Retry-After": str(failures.reset_seconds)},
-            ) from None
+            ) from exc
+        exc.headers.setdefault("WWW-Authenticate", 'Bearer realm="foreman"')
         raise
     decision = _count(request, services, f"key:{principal.key_id}", principal)
     if decision is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,28 +39,33 @@ class BodySizeLimit:
                     await _send_error(send, 413, message, "payload_too_large")
                     return
         received = 0
-        responded = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             msg = await receive()
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _BodyTooLarge
             return msg
 
-        async def tracking_send(msg: Message) -> None:
+        responded = False
+
+        async def guarded_send(msg: Message) -> None:
+            # Whatever the app answers once the body overflowed (FastAPI turns the error
+            # raised from receive() into a 400) is replaced by the 413 below.
             nonlocal responded
-            if msg["type"] == "http.response.start":
-                responded = True
+            if too_large and not responded:
+                return
+            responded = responded or msg["type"] == "http.response.start"
             await send(msg)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not responded:
-                await _send_error(send, 413, message, "payload_too_large")
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if too_large and not responded:
+            await _send_error(send, 413, message, "payload_too_large")
 
 
 class _BodyTooLarge(Exception):

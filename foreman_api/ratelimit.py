@@ -1,9 +1,12 @@
 """Exact fixed-window rate limiting, in Redis (shared by every API process) or in memory.
 
-A window is ``window_seconds`` long and aligned to the epoch, so every process agrees on it.
-Within a window the (limit+1)-th request is refused: counting is an atomic increment, never
-an estimate. Redis costs one round trip per request (a Lua script: INCR, and PEXPIRE on the
-first hit).
+A bucket's window opens with its first request and lasts ``window_seconds``; within it the
+(limit+1)-th request is refused. Counting is an atomic increment, never an estimate. Windows
+are anchored per bucket rather than to the epoch, so keys do not all reset at the same
+instant and a burst is never split across an arbitrary boundary.
+
+Redis costs one round trip per request: a Lua script that increments the counter, sets the
+window's expiry on the first hit, and returns the count with the time left.
 """
 
 from __future__ import annotations
@@ -42,58 +45,70 @@ class RateLimiter(Protocol):
         """Count one request in ``bucket``; None when the limit is unlimited."""
 
 
-def _window(limit: RateLimit, now: float) -> tuple[int, int]:
-    """(index of the current window, whole seconds until it resets, at least 1)."""
-    index = int(now // limit.window_seconds)
-    reset = math.ceil((index + 1) * limit.window_seconds - now)
-    return index, max(reset, 1)
-
-
-def _decide(count: int, limit: int, reset: int) -> Decision:
+def _decide(count: int, limit: int, reset_seconds: float) -> Decision:
     return Decision(
-        allowed=count <= limit, limit=limit, remaining=max(limit - count, 0), reset_seconds=reset
+        allowed=count <= limit,
+        limit=limit,
+        remaining=max(limit - count, 0),
+        reset_seconds=max(math.ceil(reset_seconds), 1),
     )
 
 
 class MemoryRateLimiter:
     """Counters in this process only: right for one API process, wrong for several."""
 
+    MAX_BUCKETS = 100_000
+
     def __init__(self) -> None:
-        self._counts: dict[str, tuple[int, int]] = {}
+        # bucket -> (window end on the monotonic clock, count)
+        self._counts: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
     def hit(self, bucket: str, limit: RateLimit) -> Decision | None:
         if limit.requests is None:
             return None
-        index, reset = _window(limit, time.time())
+        now = time.monotonic()
+        key = f"{bucket}:{limit.window_seconds}"
         with self._lock:
-            window, count = self._counts.get(bucket, (index, 0))
-            count = count + 1 if window == index else 1
-            self._counts[bucket] = (index, count)
-            if len(self._counts) > 100_000:
-                self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
-        return _decide(count, limit.requests, reset)
+            ends, count = self._counts.get(key, (0.0, 0))
+            if ends <= now:
+                ends, count = now + limit.window_seconds, 0
+            count += 1
+            self._counts[key] = (ends, count)
+            if len(self._counts) > self.MAX_BUCKETS:
+                self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
+        return _decide(count, limit.requests, ends - now)
 
 
 _INCREMENT = """
 local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return count
+local ttl = redis.call('PTTL', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
 """
 
 
 class RedisRateLimiter:
-    """Counters in Redis, shared by every API process that points at it."""
+    """Counters in Redis, shared by every API process that points at it.
+
+    Keys are ``<namespace>:<bucket>:<window seconds>`` and expire with their window.
+    """
 
     def __init__(self, client: redis.Redis, *, namespace: str = "foreman:ratelimit") -> None:
         self._client = client
         self._namespace = namespace
         self._script = client.register_script(_INCREMENT)
 
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
     def hit(self, bucket: str, limit: RateLimit) -> Decision | None:
         if limit.requests is None:
             return None
-        index, reset = _window(limit, time.time())
-        key = f"{self._namespace}:{bucket}:{limit.window_seconds}:{index}"
-        count = int(self._script(keys=[key], args=[(reset + 1) * 1000]))
-        return _decide(count, limit.requests, reset)
+        key = f"{self._namespace}:{bucket}:{limit.window_seconds}"
+        count, ttl_ms = self._script(keys=[key], args=[limit.window_seconds * 1000])
+        return _decide(int(count), limit.requests, int(ttl_ms) / 1000)

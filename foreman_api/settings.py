@@ -62,6 +62,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default=f"sqlite:///{DEFAULT_SQLITE_PATH}")
     redis_url: str | None = None
+    rate_limit_namespace: str = Field(default="foreman:ratelimit", min_length=1)
+    """Prefix of the rate-limit counters in Redis (one per deployment sharing a server)."""
     rate_limit: str = "100/15m"
     env: str = "dev"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
