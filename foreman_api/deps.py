@@ -7,7 +7,7 @@ Routes declare what they need with the ``Annotated`` aliases at the bottom, e.g.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -43,7 +43,7 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_engine(request: Request) -> sa.Engine:
+async def get_engine(request: Request) -> sa.Engine:
     return get_services(request).engine
 
 
@@ -134,10 +134,11 @@ def authenticate(
     return principal
 
 
-def require(permission: Permission) -> Callable[[Principal], Principal]:
+def require(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that lets the request through only with ``permission``."""
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    # async: a pure check, so FastAPI runs it inline instead of in a worker thread.
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         principal.require(permission)
         return principal
 
