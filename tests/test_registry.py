@@ -1,0 +1,112 @@
+"""@task registration rules: checked when the decorator runs, not when a task arrives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import foreman_worker
+from foreman_worker import RegistrationError, TaskContext
+from foreman_worker.registry import Backoff, Registry
+
+
+class Order(BaseModel):
+    order_id: str
+    amount: float
+
+
+@pytest.fixture
+def reg() -> Registry:
+    return Registry()
+
+
+def test_registers_and_keeps_the_function_callable(reg: Registry) -> None:
+    @reg.task("add", queue="math", max_retries=2, timeout=5, backoff=0.5)
+    def add(ctx: Any, data: dict[str, int]) -> int:
+        return data["a"] + data["b"]
+
+    assert add(None, {"a": 1, "b": 2}) == 3
+    handler = reg.get("add")
+    assert handler is not None
+    assert (handler.queue, handler.max_retries, handler.timeout) == ("math", 2, 5.0)
+    assert handler.backoff.initial == 0.5
+    assert handler.takes_input and handler.input_model is None and not handler.is_async
+    assert reg.queues() == ["math"]
+
+
+def test_input_model_and_async_are_detected(reg: Registry) -> None:
+    @reg.task("charge")
+    async def charge(ctx: TaskContext, order: Order) -> None:
+        return None
+
+    @reg.task("ping")
+    def ping(ctx: TaskContext) -> str:
+        return "pong"
+
+    charge_handler, ping_handler = reg.get("charge"), reg.get("ping")
+    assert charge_handler is not None and ping_handler is not None
+    assert charge_handler.input_model is Order and charge_handler.is_async
+    assert not ping_handler.takes_input
+    assert charge_handler.queue == "default"
+
+
+def test_duplicate_type_is_rejected(reg: Registry) -> None:
+    @reg.task("dup")
+    def first(ctx: Any) -> None: ...
+
+    with pytest.raises(RegistrationError, match="already registered"):
+
+        @reg.task("dup")
+        def second(ctx: Any) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queue": "bad queue"}, "queue name"),
+        ({"queue": ""}, "queue name"),
+        ({"queue": "x" * 65}, "queue name"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"max_retries": 11}, "max_retries"),
+        ({"max_retries": 1.5}, "max_retries"),
+        ({"max_retries": True}, "max_retries"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"timeout": "10"}, "timeout"),
+        ({"backoff": -1}, "backoff"),
+        ({"retries": 3}, "unknown option"),
+    ],
+)
+def test_bad_options_are_rejected(reg: Registry, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(RegistrationError, match=message):
+        reg.task("t", **options)(lambda ctx: None)
+    assert "t" not in reg
+
+
+@pytest.mark.parametrize("type_", ["", " padded ", "x" * 256])
+def test_bad_type_is_rejected(reg: Registry, type_: str) -> None:
+    with pytest.raises(RegistrationError, match="task type"):
+        reg.task(type_)(lambda ctx: None)
+
+
+def test_bad_signature_is_rejected(reg: Registry) -> None:
+    with pytest.raises(RegistrationError, match=r"\(ctx\) or \(ctx, data\)"):
+        reg.task("three")(lambda ctx, a, b: None)
+    with pytest.raises(RegistrationError, match=r"\(ctx\) or \(ctx, data\)"):
+        reg.task("none")(lambda: None)
+
+
+def test_backoff_ceiling_is_exponential_and_capped() -> None:
+    backoff = Backoff(initial=1, factor=2, maximum=5)
+    assert [backoff.ceiling(n) for n in (1, 2, 3, 4, 100000)] == [1, 2, 4, 5, 5]
+    with pytest.raises(RegistrationError):
+        Backoff(initial=10, maximum=1)
+
+
+def test_public_surface_is_sorted_and_complete() -> None:
+    names = foreman_worker.__all__
+    assert names == sorted(names, key=lambda n: (n[0].islower(), n))
+    for name in names:
+        assert hasattr(foreman_worker, name)

@@ -1,0 +1,418 @@
+"""The worker end to end: a real API server, real Redis, real ``foreman-worker`` processes.
+
+Redis database 13 of the test server is this module's own; it is flushed before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from foreman_api.schemas import Run, Task, TaskStatus
+from foreman_worker import ForemanClient, enqueue, submit
+from tests.services import redis_db_url
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_DB = 13
+QUEUE = "itest"
+APP = "tests.worker_apps.handlers"
+TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 10) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class ApiServer:
+    env: dict[str, str]
+    port: int
+    key: str
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(BIN / "foreman-api"),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"API server did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    url = redis_db_url(REDIS_DB)
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    yield url
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    home = tmp_path_factory.mktemp("api")
+    env = {
+        **os.environ,
+        "FOREMAN_DATABASE_URL": f"sqlite:///{home / 'foreman.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("FOREMAN_REDIS_URL", None)
+    subprocess.run([str(BIN / "foreman-api"), "migrate"], env=env, check=True, capture_output=True)
+    created = subprocess.run(
+        [
+            str(BIN / "foreman-api"),
+            "keys",
+            "create",
+            "--org",
+            "itest",
+            "--name",
+            "worker",
+            "--permissions",
+            "*",
+            "--rate-limit",
+            "unlimited",
+            "--quiet",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    server = ApiServer(env=env, port=free_port(), key=created.stdout.strip(), log=home / "api.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Workers:
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, count: int = 1) -> None:
+        for _ in range(count):
+            log = (self.log_dir / f"worker-{len(self.processes)}.log").open("ab")
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "foreman-worker"),
+                        "--app",
+                        APP,
+                        "--queue",
+                        QUEUE,
+                        "--log-level",
+                        "INFO",
+                    ],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        time.sleep(1.5)
+        for process in self.processes:
+            assert process.poll() is None, self.logs()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-2000:] for p in sorted(self.log_dir.glob("worker-*.log")))
+
+
+@pytest.fixture
+def workers(api: ApiServer, redis_url: str, tmp_path: Path) -> Iterator[Workers]:
+    env = {
+        **os.environ,
+        "FOREMAN_API_URL": api.url,
+        "FOREMAN_API_KEY": api.key,
+        "FOREMAN_REDIS_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+    }
+    pool = Workers(env=env, log_dir=tmp_path)
+    pool.start(2)
+    yield pool
+    for process in pool.processes:
+        stop(process, signal.SIGTERM)
+
+
+@pytest.fixture
+def client(api: ApiServer) -> Iterator[ForemanClient]:
+    with ForemanClient(api.url, api.key) as c:
+        yield c
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def new_task(client: ForemanClient, conn: redis.Redis) -> Callable[..., Task]:
+    run = client.create_run({"test": True}).unwrap()
+
+    def make(type_: str, input_data: Any = None, **options: Any) -> Task:
+        return submit(
+            run.id, type_, input_data, client=client, queue=QUEUE, connection=conn, **options
+        )
+
+    return make
+
+
+def wait_terminal(client: ForemanClient, task: Task, timeout: float = 30) -> Task:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = client.get_task(task.id).unwrap()
+        if current.status in TERMINAL or time.monotonic() > deadline:
+            return current
+        time.sleep(0.1)
+
+
+def runs(conn: redis.Redis, task: Task) -> int:
+    return int(conn.get(f"itest:runs:{task.id}") or 0)
+
+
+def test_many_tasks_complete_and_run_counters_match(
+    workers: Workers, client: ForemanClient, conn: redis.Redis
+) -> None:
+    count = 300
+    run = client.create_run({"bulk": count}).unwrap()
+    for i in range(count):
+        submit(run.id, "itest.noop", {"i": i}, client=client, queue=QUEUE, connection=conn)
+    deadline = time.monotonic() + 45
+    current: Run = client.get_run(run.id).unwrap()
+    while current.completed_tasks + current.failed_tasks < count and time.monotonic() < deadline:
+        time.sleep(0.25)
+        current = client.get_run(run.id).unwrap()
+    assert (current.total_tasks, current.completed_tasks, current.failed_tasks) == (count, count, 0)
+    page = client.list_tasks(run_id=run.id, limit=1000).unwrap()
+    assert len(page.data) == count
+    assert all(t.status == TaskStatus.COMPLETED for t in page.data)
+    assert sorted(t.output_data["echo"]["i"] for t in page.data) == list(range(count))  # type: ignore[index,call-overload]
+
+
+def test_sigkilled_worker_task_completes_on_the_other(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    task = new_task("itest.counted", {"sleep": 3})
+    deadline = time.monotonic() + 10
+    while not conn.lrange(f"itest:pids:{task.id}", 0, -1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [victim] = [int(p) for p in conn.lrange(f"itest:pids:{task.id}", 0, -1)]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    done = wait_terminal(client, task, timeout=40)
+    assert done.status == TaskStatus.COMPLETED, (done, workers.logs())
+    assert time.monotonic() - killed_at < 30
+    pids = [int(p) for p in conn.lrange(f"itest:pids:{task.id}", 0, -1)]
+    assert len(pids) == 2 and pids[1] != victim
+    assert done.retry_count == 1
+
+
+def test_api_outage_under_load_loses_nothing(
+    api: ApiServer, workers: Workers, client: ForemanClient, new_task: Callable[..., Task]
+) -> None:
+    tasks = [new_task("itest.counted", {"sleep": 0.05}) for _ in range(60)]
+    time.sleep(0.5)
+    api.stop()
+    time.sleep(5)
+    api.start()
+    done = [wait_terminal(client, t, timeout=50) for t in tasks]
+    assert [t.status for t in done] == [TaskStatus.COMPLETED] * len(tasks), workers.logs()
+    assert all(isinstance(t.output_data, dict) and t.output_data["runs"] >= 1 for t in done)
+
+
+def test_duplicate_enqueue_runs_the_handler_once(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    for process in workers.processes:  # pause consumption so both enqueues meet a waiting job
+        process.send_signal(signal.SIGSTOP)
+    try:
+        task = new_task("itest.counted")
+        assert enqueue(task.id, queue=QUEUE, connection=conn) is None
+    finally:
+        for process in workers.processes:
+            process.send_signal(signal.SIGCONT)
+    done = wait_terminal(client, task)
+    assert done.status == TaskStatus.COMPLETED
+    time.sleep(1)
+    assert runs(conn, task) == 1
+
+
+def test_retries_then_success_and_failure_at_max_retries(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    flaky = new_task("itest.flaky")
+    failing = new_task("itest.always-fails", max_retries=2)
+    done = wait_terminal(client, flaky)
+    assert (done.status, done.retry_count, runs(conn, flaky)) == (TaskStatus.COMPLETED, 2, 3)
+    assert done.output_data == {"attempt": 3}
+    failed = wait_terminal(client, failing)
+    assert (failed.status, failed.retry_count, runs(conn, failing)) == (TaskStatus.FAILED, 2, 3)
+    assert isinstance(failed.error_data, dict)
+    assert failed.error_data["type"] == "ValueError"
+    assert failed.error_data["message"] == "never works" and failed.error_data["attempt"] == 3
+
+
+def test_timeout_is_retried_then_fails_as_timeout_error(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    task = new_task("itest.slow", max_retries=1)
+    done = wait_terminal(client, task)
+    assert (done.status, done.retry_count, runs(conn, task)) == (TaskStatus.FAILED, 1, 2)
+    assert isinstance(done.error_data, dict) and done.error_data["type"] == "TimeoutError"
+
+
+@pytest.mark.parametrize(
+    ("type_", "input_data", "error_type", "ran"),
+    [
+        ("itest.no-such-type", None, "UnknownTaskType", 0),
+        ("itest.typed", {"x": 1, "y": "north"}, "InvalidInput", 0),
+        ("itest.non-json", None, "NonJsonOutput", 1),
+    ],
+)
+def test_permanent_errors_fail_without_retry(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+    type_: str,
+    input_data: Any,
+    error_type: str,
+    ran: int,
+) -> None:
+    task = new_task(type_, input_data)
+    done = wait_terminal(client, task)
+    assert (done.status, done.retry_count, runs(conn, task)) == (TaskStatus.FAILED, 0, ran)
+    assert isinstance(done.error_data, dict) and done.error_data["type"] == error_type
+    if error_type == "InvalidInput":
+        assert "y" in str(done.error_data["message"])
+
+
+def test_cancelled_task_is_skipped(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+) -> None:
+    run = client.create_run({}).unwrap()
+    task = client.create_task(run.id, "itest.counted").unwrap()
+    client.update_task(task.id, status=TaskStatus.CANCELLED).unwrap()
+    enqueue(task.id, queue=QUEUE, connection=conn)
+    typed = submit(
+        run.id, "itest.typed", {"x": 1, "y": 2}, client=client, queue=QUEUE, connection=conn
+    )
+    assert wait_terminal(client, typed).status == TaskStatus.COMPLETED  # the queue moved on
+    assert client.get_task(task.id).unwrap().status == TaskStatus.CANCELLED
+    assert runs(conn, task) == 0
+
+
+def test_async_handler(
+    workers: Workers, client: ForemanClient, new_task: Callable[..., Task]
+) -> None:
+    task = new_task("itest.async", {"n": 7})
+    done = wait_terminal(client, task)
+    assert done.status == TaskStatus.COMPLETED
+    assert done.output_data == {"async": True, "data": {"n": 7}}
+
+
+def test_startup_errors_are_one_line(api: ApiServer, redis_url: str) -> None:
+    base = {
+        **os.environ,
+        "FOREMAN_API_URL": api.url,
+        "FOREMAN_API_KEY": api.key,
+        "FOREMAN_REDIS_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+    }
+    cases = [
+        ({"FOREMAN_API_KEY": "fmn_dev_" + "x" * 40}, APP, "rejected FOREMAN_API_KEY"),
+        (
+            {"FOREMAN_API_URL": f"http://127.0.0.1:{free_port()}"},
+            APP,
+            "cannot reach the Foreman API",
+        ),
+        ({"FOREMAN_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, APP, "cannot reach Redis"),
+        ({}, "json", "no task handlers registered"),
+        ({}, "no_such_module_xyz", "cannot import no_such_module_xyz"),
+    ]
+    for overrides, app, message in cases:
+        result = subprocess.run(
+            [str(BIN / "foreman-worker"), "--app", app, "--burst"],
+            env={**base, **overrides},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, (app, overrides, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
