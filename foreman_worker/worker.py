@@ -97,6 +97,15 @@ class ForemanWorker(SimpleWorker):
         self._threads: list[threading.Thread] = []
         self._scheduler = RQScheduler(self.queue_names(), connection=connection)
 
+    def _set_ip_address(self, connection: Redis) -> None:
+        # RQ parses CLIENT INFO; some Redis-compatible servers (fakeredis' TCP server, used by
+        # the demo when no Redis runs) answer in a shape redis-py cannot parse. The address is
+        # informational only, so such a server must not stop the worker from starting.
+        try:
+            super()._set_ip_address(connection)
+        except ValueError:
+            self.ip_address = "unknown"
+
     # ---- lease ---------------------------------------------------------------------------
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:

@@ -1,0 +1,1 @@
+"""Runnable Foreman examples; ``foreman-worker --app examples.order_pipeline`` runs one."""
