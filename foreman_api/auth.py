@@ -93,27 +93,62 @@ class Authenticator:
     Lookups are cached for ``cache_seconds`` so a busy key costs no query per request; a
     revocation therefore takes effect within that time on every API process. ``last_used_at``
     is written at most once per minute per key and process.
+
+    :meth:`authenticate` may query the database. :meth:`resolve_cached` never does any I/O,
+    so the event loop can call it directly and hand the request to :meth:`authenticate` in a
+    worker thread only when it answers None.
     """
 
     def __init__(self, engine: sa.Engine, *, cache_seconds: float = 2.0) -> None:
         self._engine = engine
         self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, key_storage.ApiKeyRecord | None]] = {}
+        # key hash -> (when looked up, record, its principal)
+        self._cache: dict[str, tuple[float, key_storage.ApiKeyRecord | None, Principal | None]]
+        self._cache = {}
         self._last_touched: dict[uuid.UUID, datetime] = {}
         self._lock = threading.Lock()
 
-    def _lookup(self, key_hash: str) -> key_storage.ApiKeyRecord | None:
-        now = time.monotonic()
+    def _cached(
+        self, key_hash: str
+    ) -> tuple[key_storage.ApiKeyRecord | None, Principal | None] | None:
+        """The cached (record, principal) of a hash, or None when not cached or stale."""
         with self._lock:
             cached = self._cache.get(key_hash)
-        if cached and now - cached[0] < self._cache_seconds:
-            return cached[1]
+        if cached and time.monotonic() - cached[0] < self._cache_seconds:
+            return cached[1], cached[2]
+        return None
+
+    def _lookup(
+        self, key_hash: str
+    ) -> tuple[key_storage.ApiKeyRecord | None, Principal | None]:
+        cached = self._cached(key_hash)
+        if cached is not None:
+            return cached
+        now = time.monotonic()
         record = key_storage.find_by_hash(self._engine, key_hash)
+        principal = _principal(record) if record is not None else None
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key_hash] = (now, record)
-        return record
+            self._cache[key_hash] = (now, record, principal)
+        return record, principal
+
+    def resolve_cached(self, presented: str | None) -> Principal | None:
+        """Authenticate without I/O, or None when that needs the database.
+
+        None when the key's record is not cached (or is stale) or its ``last_used_at`` is
+        due to be written; then call :meth:`authenticate`. Raises the same ``Unauthorized``
+        errors as :meth:`authenticate` for what it can decide.
+        """
+        key_hash = _check_format(presented)
+        cached = self._cached(key_hash)
+        if cached is None:
+            return None
+        now = utcnow()
+        principal = _check_record(*cached, key_hash, now)
+        if self._touch_due(principal.key_id, now):
+            return None
+        return principal
 
     def authenticate(self, presented: str | None) -> Principal:
         """Resolve ``presented`` (the key the request carried, None for none).
@@ -122,39 +157,64 @@ class Authenticator:
         of the form ``fmn_<env>_<secret>``), ``invalid_api_key`` (unknown), ``key_revoked``,
         ``key_expired``.
         """
-        if not presented:
-            raise Unauthorized(
-                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-                code="missing_api_key",
-            )
-        if not KEY_FORMAT.fullmatch(presented):
-            raise Unauthorized(
-                "malformed API key: expected 'fmn_<env>_<secret>'", code="malformed_api_key"
-            )
-        key_hash = hash_key(presented)
-        record = self._lookup(key_hash)
-        if record is None or not hmac.compare_digest(record.key_hash, key_hash):
-            raise Unauthorized("invalid API key", code="invalid_api_key")
+        key_hash = _check_format(presented)
         now = utcnow()
-        if record.revoked_at is not None:
-            raise Unauthorized("this API key has been revoked", code="key_revoked")
-        if record.expires_at is not None and as_utc(record.expires_at) <= now:
-            raise Unauthorized("this API key has expired", code="key_expired")
-        self._touch(record.id, now)
-        return Principal(
-            key_id=record.id,
-            org_id=record.org_id,
-            permissions=frozenset(record.permissions),
-            rate_limit=parse_rate_limit(record.rate_limit) if record.rate_limit else None,
-        )
+        principal = _check_record(*self._lookup(key_hash), key_hash, now)
+        if self._touch_due(principal.key_id, now):
+            key_storage.touch_last_used(self._engine, principal.key_id, now)
+        return principal
 
-    def _touch(self, key_id: uuid.UUID, now: datetime) -> None:
+    def _touch_due(self, key_id: uuid.UUID, now: datetime) -> bool:
+        """Whether ``last_used_at`` should be written now; claims the write if so."""
         with self._lock:
             last = self._last_touched.get(key_id)
             if last is not None and now - last < LAST_USED_RESOLUTION:
-                return
+                return False
             self._last_touched[key_id] = now
-        key_storage.touch_last_used(self._engine, key_id, now)
+        return True
+
+
+def _check_format(presented: str | None) -> str:
+    """The hash of a well-formed presented key; ``Unauthorized`` for a missing/malformed one."""
+    if not presented:
+        raise Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+            code="missing_api_key",
+        )
+    if not KEY_FORMAT.fullmatch(presented):
+        raise Unauthorized(
+            "malformed API key: expected 'fmn_<env>_<secret>'", code="malformed_api_key"
+        )
+    return hash_key(presented)
+
+
+def _check_record(
+    record: key_storage.ApiKeyRecord | None,
+    principal: Principal | None,
+    key_hash: str,
+    now: datetime,
+) -> Principal:
+    """The key's principal; ``Unauthorized`` unless ``record`` is the live key of ``key_hash``."""
+    if (
+        record is None
+        or principal is None
+        or not hmac.compare_digest(record.key_hash, key_hash)
+    ):
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    if record.revoked_at is not None:
+        raise Unauthorized("this API key has been revoked", code="key_revoked")
+    if record.expires_at is not None and as_utc(record.expires_at) <= now:
+        raise Unauthorized("this API key has expired", code="key_expired")
+    return principal
+
+
+def _principal(record: key_storage.ApiKeyRecord) -> Principal:
+    return Principal(
+        key_id=record.id,
+        org_id=record.org_id,
+        permissions=frozenset(record.permissions),
+        rate_limit=parse_rate_limit(record.rate_limit) if record.rate_limit else None,
+    )
 
 
 def issue_key(

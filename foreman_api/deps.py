@@ -14,6 +14,7 @@ from typing import Annotated
 import redis
 import sqlalchemy as sa
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from foreman_api.auth import Authenticator, Principal
@@ -72,7 +73,7 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
-def _count(
+async def _count(
     request: Request, services: Services, bucket: str, principal: Principal | None
 ) -> Decision | None:
     if principal is None:
@@ -80,6 +81,8 @@ def _count(
     else:
         limit = principal.rate_limit or services.settings.default_rate_limit
     try:
+        if services.limiter.blocking:
+            return await run_in_threadpool(services.limiter.hit, bucket, limit)
         return services.limiter.hit(bucket, limit)
     except redis.RedisError:
         # Rate limiting fails open: an unreachable Redis must not take the API down with it.
@@ -104,18 +107,27 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
     _api_key: Annotated[str | None, Security(api_key_scheme)] = None,
 ) -> Principal:
-    """Resolve the caller's key and count the request against its rate limit."""
+    """Resolve the caller's key and count the request against its rate limit.
+
+    async so that the common case (key cached, limiter in memory) runs on the event loop
+    without a hop to a worker thread; the database lookup and a Redis limiter, which block,
+    run in the thread pool.
+    """
     services = get_services(request)
+    authenticator = services.authenticator
     try:
-        principal = services.authenticator.authenticate(_presented_key(request))
+        presented = _presented_key(request)
+        principal = authenticator.resolve_cached(presented)
+        if principal is None:
+            principal = await run_in_threadpool(authenticator.authenticate, presented)
     except Unauthorized as exc:
         client = request.client.host if request.client else "unknown"
-        failures = _count(request, services, f"authfail:{client}", None)
+        failures = await _count(request, services, f"authfail:{client}", None)
         if failures is not None and not failures.allowed:
             raise RateLimited(
                 "too many failed authentications from this address; try again later",
@@ -123,7 +135,7 @@ def authenticate(
             ) from exc
         exc.headers.setdefault("WWW-Authenticate", 'Bearer realm="foreman"')
         raise
-    decision = _count(request, services, f"key:{principal.key_id}", principal)
+    decision = await _count(request, services, f"key:{principal.key_id}", principal)
     if decision is not None:
         setattr(request.state, RATE_LIMIT_HEADERS_STATE, decision.headers())
         if not decision.allowed:

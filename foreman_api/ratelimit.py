@@ -41,6 +41,9 @@ class Decision:
 
 
 class RateLimiter(Protocol):
+    blocking: bool
+    """Whether ``hit`` does I/O (and so must not run on the event loop)."""
+
     def hit(self, bucket: str, limit: RateLimit) -> Decision | None:
         """Count one request in ``bucket``; None when the limit is unlimited."""
 
@@ -58,6 +61,7 @@ class MemoryRateLimiter:
     """Counters in this process only: right for one API process, wrong for several."""
 
     MAX_BUCKETS = 100_000
+    blocking = False
 
     def __init__(self) -> None:
         # bucket -> (window end on the monotonic clock, count)
@@ -96,6 +100,8 @@ class RedisRateLimiter:
 
     Keys are ``<namespace>:<bucket>:<window seconds>`` and expire with their window.
     """
+
+    blocking = True
 
     def __init__(self, client: redis.Redis, *, namespace: str = "foreman:ratelimit") -> None:
         self._client = client

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 
 from foreman_api.deps import CanDeleteRunData, CanReadRunData, CanWriteRunData, Engine
 from foreman_api.domain.run_data_query import (
@@ -18,6 +19,7 @@ from foreman_api.domain.run_data_query import (
     build_query,
 )
 from foreman_api.errors import BadRequest, NotFound
+from foreman_api.routes.runs import json_response
 from foreman_api.schemas import (
     Deleted,
     Page,
@@ -60,7 +62,7 @@ def _bad_field(field: str, message: str) -> BadRequest:
 @router.post("/runs/{runId}/data", status_code=201, response_model=RunData)
 def create_run_data(
     run_id: RunId, body: RunDataCreate, caller: CanWriteRunData, engine: Engine
-) -> RunData:
+) -> Response:
     """Store an entry; it becomes the latest of its key. Several entries may share a key."""
     try:
         record = storage.create_entry(
@@ -77,7 +79,7 @@ def create_run_data(
         raise _run_not_found(run_id) from None
     except storage.TaskNotInRun:
         raise _bad_field("taskId", f"task {body.task_id} is not a task of run {run_id}") from None
-    return _wire(record)
+    return json_response(_wire(record), 201)
 
 
 @router.get("/runs/{runId}/data", response_model=Page[RunData])
@@ -104,7 +106,7 @@ def list_run_data(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")] = 0,
     sort_by: Annotated[SortBy, Query(alias="sortBy")] = SortBy.CREATED_AT,
     sort_order: Annotated[SortOrder, Query(alias="sortOrder")] = SortOrder.DESC,
-) -> Page[RunData]:
+) -> Response:
     """Query entries. Key filters are OR-ed; tag filters are AND-ed with them.
 
     Without ``includeAll`` only the latest matching entry of each key is returned.
@@ -130,9 +132,11 @@ def list_run_data(
         page = storage.list_entries(engine, org_id=caller.org_id, run_id=run_id, query=query)
     except storage.RunNotFound:
         raise _run_not_found(run_id) from None
-    return Page[RunData](
-        data=[_wire(record) for record in page.records],
-        pagination=Pagination(total=page.total, limit=limit, offset=offset),
+    return json_response(
+        Page[RunData](
+            data=[_wire(record) for record in page.records],
+            pagination=Pagination(total=page.total, limit=limit, offset=offset),
+        )
     )
 
 
@@ -143,7 +147,7 @@ def update_run_data_tags(
     body: RunDataTagsUpdate,
     caller: CanWriteRunData,
     engine: Engine,
-) -> RunData:
+) -> Response:
     """Remove ``remove`` and append ``add`` (a tag may not be in both); bumps ``updatedAt``."""
     both = sorted(set(body.add) & set(body.remove))
     if both:
@@ -161,7 +165,7 @@ def update_run_data_tags(
         raise _run_not_found(run_id) from None
     except storage.EntryNotFound:
         raise NotFound(f"run data entry {entry_id} not found in run {run_id}") from None
-    return _wire(record)
+    return json_response(_wire(record))
 
 
 @router.delete("/runs/{runId}/data", response_model=Deleted)
@@ -171,7 +175,7 @@ def delete_run_data(
     engine: Engine,
     key: Annotated[str | None, Query(description="Delete every entry of this key")] = None,
     entry_id: Annotated[uuid.UUID | None, Query(alias="id", description="Delete one entry")] = None,
-) -> Deleted:
+) -> Response:
     """Delete by ``key`` (all its entries) or by ``id``: exactly one of the two."""
     if key is not None and (not key or "\x00" in key):
         raise _bad_field("key", "must be a non-empty key without NUL characters")
@@ -189,4 +193,4 @@ def delete_run_data(
             )
     except storage.RunNotFound:
         raise _run_not_found(run_id) from None
-    return Deleted(deleted=deleted)
+    return json_response(Deleted(deleted=deleted))

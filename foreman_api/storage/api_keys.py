@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from foreman_api.clock import utcnow
-from foreman_api.storage.engine import read_transaction, write_transaction
+from foreman_api.storage.engine import read_transaction, single_read, write_transaction
 from foreman_api.storage.tables import api_keys
 
 
@@ -72,7 +72,7 @@ def insert_key(
 
 
 def find_by_hash(engine: sa.Engine, key_hash: str) -> ApiKeyRecord | None:
-    with read_transaction(engine) as conn:
+    with single_read(engine) as conn:
         row = (
             conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == key_hash))
             .mappings()

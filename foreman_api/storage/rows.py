@@ -20,16 +20,18 @@ def task_from_row(row: sa.RowMapping) -> Task:
 
 
 def elapsed_ms_sql(
-    conn: sa.Connection, *, start: sa.ColumnElement[Any], end: datetime
+    dialect: str, *, start: sa.ColumnElement[Any], end: datetime | sa.ColumnElement[Any]
 ) -> sa.ColumnElement[int]:
     """Whole milliseconds from the ``start`` column to ``end``, computed by the database.
 
     Lets a transition set ``duration_ms`` in the same ``UPDATE`` that sets ``completed_at``,
     without first reading ``started_at``. NULL when ``start`` is NULL. Both instants are
     millisecond-truncated, so the result is exact (rounding only absorbs float noise).
+    ``end`` is a time or an expression such as a bound parameter of TIMESTAMP_TYPE;
+    ``dialect`` is the connection's dialect name.
     """
-    end_param = sa.literal(end, TIMESTAMP_TYPE)
-    if conn.dialect.name == "postgresql":
+    end_param = end if isinstance(end, sa.ColumnElement) else sa.literal(end, TIMESTAMP_TYPE)
+    if dialect == "postgresql":
         seconds = sa.extract("epoch", end_param - start)
         return sa.cast(sa.func.round(seconds * 1000), sa.BigInteger)
     days = sa.func.julianday(end_param) - sa.func.julianday(start)

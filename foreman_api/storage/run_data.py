@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from foreman_api.clock import utcnow
@@ -41,6 +42,8 @@ from foreman_api.storage.tables import run_data, run_data_tags, runs, tasks
 RD = run_data
 TAGS = run_data_tags
 _COLUMNS = [c for c in RD.c if c.name not in ("seq", "is_latest")]
+_RETURNED = [RD.c.seq, *_COLUMNS]
+_BOUND = [c.name for c in _COLUMNS]
 
 
 class RunDataError(Exception):
@@ -134,7 +137,21 @@ def create_entry(
     """Insert an entry as the latest of its key. Tags are deduplicated, order kept."""
     tags = list(dict.fromkeys(tags))
     now = utcnow()
+    entry = {
+        "id": uuid.uuid4(),
+        "run_id": run_id,
+        "task_id": task_id,
+        "org_id": org_id,
+        "key": key,
+        "value": value,
+        "tags": tags,
+        "metadata": metadata,
+        "is_latest": True,
+        "created_at": now,
+        "updated_at": now,
+    }
     with write_transaction(engine) as conn:
+        postgres = conn.dialect.name == "postgresql"
         checks: list[Any] = [_run_org(run_id)]
         if task_id is not None:
             checks.append(
@@ -142,44 +159,75 @@ def create_entry(
                 .where(tasks.c.id == task_id, tasks.c.run_id == run_id)
                 .scalar_subquery()
             )
+        if postgres:
+            # The key's lock rides along with the checks: one round trip. Taken even when a
+            # check fails, it only delays other writers of the same (run, key) until this
+            # transaction ends.
+            checks.append(sa.func.pg_advisory_xact_lock(_key_lock_id(run_id, key)))
         found = conn.execute(sa.select(*checks)).one()
         if found[0] != org_id:
             raise RunNotFound(run_id)
         if task_id is not None and not found[1]:
             raise TaskNotInRun(task_id)
-        _lock_key(conn, run_id, key)
-        conn.execute(
-            RD.update()
-            .where(RD.c.run_id == run_id, RD.c.key == key, RD.c.is_latest == sa.true())
-            .values(is_latest=False)
-        )
-        row = (
-            conn.execute(
-                RD.insert()
-                .values(
-                    id=uuid.uuid4(),
-                    run_id=run_id,
-                    task_id=task_id,
-                    org_id=org_id,
-                    key=key,
-                    value=value,
-                    tags=tags,
-                    metadata=metadata,
-                    is_latest=True,
-                    created_at=now,
-                    updated_at=now,
+        if postgres:
+            row = conn.execute(_INSERT_LATEST, {**entry, "tag_list": tags}).mappings().one()
+        else:
+            conn.execute(_clear_latest(run_id, key))
+            row = conn.execute(RD.insert().values(entry).returning(*_RETURNED)).mappings().one()
+            if tags:
+                conn.execute(
+                    TAGS.insert(),
+                    [{"run_data_seq": row["seq"], "tag": tag, "run_id": run_id} for tag in tags],
                 )
-                .returning(RD.c.seq, *_COLUMNS)
-            )
-            .mappings()
-            .one()
-        )
-        if tags:
-            conn.execute(
-                TAGS.insert(),
-                [{"run_data_seq": row["seq"], "tag": tag, "run_id": run_id} for tag in tags],
-            )
     return _record(row)
+
+
+def _clear_latest(run_id: uuid.UUID, key: str) -> sa.Update:
+    """Unmark the current latest entry of (run, key)."""
+    return (
+        RD.update()
+        .where(RD.c.run_id == run_id, RD.c.key == key, RD.c.is_latest == sa.true())
+        .values(is_latest=False)
+    )
+
+
+_INSERT_LATEST = (
+    sa.text(
+        """
+        WITH cleared AS (
+            UPDATE run_data SET is_latest = false
+            WHERE run_id = :run_id AND key = :key AND is_latest
+        ),
+        inserted AS (
+            INSERT INTO run_data (id, run_id, task_id, org_id, key, value, tags, metadata,
+                                  is_latest, created_at, updated_at)
+            VALUES (:id, :run_id, :task_id, :org_id, :key, :value, :tags, :metadata,
+                    true, :created_at, :updated_at)
+            RETURNING seq, id, run_id, task_id, org_id, key, value, tags, metadata,
+                      created_at, updated_at
+        ),
+        tagged AS (
+            INSERT INTO run_data_tags (run_data_seq, tag, run_id)
+            SELECT inserted.seq, new_tag, inserted.run_id
+            FROM inserted CROSS JOIN unnest(CAST(:tag_list AS text[])) AS new_tag
+        )
+        SELECT * FROM inserted
+        """
+    )
+    .bindparams(
+        *(sa.bindparam(name, type_=RD.c[name].type) for name in _BOUND),
+        sa.bindparam("tag_list", type_=postgresql.ARRAY(sa.Text)),
+    )
+    .columns(*_RETURNED)
+)
+"""PostgreSQL: clear the key's latest, insert the entry and its tag rows, in ONE statement.
+
+Run once the key's advisory lock is held, so its snapshot (taken when the statement
+starts) sees every earlier writer of the key committed. The data-modifying CTEs share that
+snapshot: the UPDATE cannot see the row being inserted, and the tag rows' foreign key is
+checked at the end of the statement, once the entry exists. Plain SQL so that its compiled
+form is cached whatever the number of tags.
+"""
 
 
 def update_tags(

@@ -22,7 +22,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import NotFound
 from foreman_api.schemas import RunStatus, TaskStatus
-from foreman_api.storage.engine import read_transaction, write_transaction
+from foreman_api.storage.engine import read_transaction, single_read, write_transaction
 from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.tables import runs, tasks
 
@@ -35,17 +35,21 @@ _SORT_COLUMNS: Mapping[str, sa.Column[Any]] = {
 }
 
 
+# Built once with bound parameters (building a statement per request costs about as much
+# CPU as executing it).
+_GET_RUN = sa.select(runs).where(
+    runs.c.id == sa.bindparam("p_run_id"), runs.c.org_id == sa.bindparam("p_org_id")
+)
+_INSERT_RUN = runs.insert().returning(runs)
+
+
 def run_not_found(run_id: uuid.UUID) -> NotFound:
     return NotFound(f"run {run_id} not found")
 
 
 def get_run_row(conn: sa.Connection, *, org_id: str, run_id: uuid.UUID) -> sa.RowMapping | None:
     """The run ``run_id`` of ``org_id``, or None (unknown, or another organisation's)."""
-    return (
-        conn.execute(sa.select(runs).where(runs.c.id == run_id, runs.c.org_id == org_id))
-        .mappings()
-        .first()
-    )
+    return conn.execute(_GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}).mappings().first()
 
 
 def cancel_unfinished_tasks(
@@ -67,7 +71,7 @@ def cancel_unfinished_tasks(
             status=TaskStatus.CANCELLED.value,
             updated_at=now,
             completed_at=now,
-            duration_ms=elapsed_ms_sql(conn, start=tasks.c.started_at, end=now),
+            duration_ms=elapsed_ms_sql(conn.dialect.name, start=tasks.c.started_at, end=now),
         )
     )
     return result.rowcount
@@ -88,11 +92,11 @@ def create_run(engine: sa.Engine, *, org_id: str, input_data: Any, metadata: Any
         "updated_at": now,
     }
     with write_transaction(engine) as conn:
-        return conn.execute(runs.insert().values(values).returning(runs)).mappings().one()
+        return conn.execute(_INSERT_RUN, values).mappings().one()
 
 
 def get_run(engine: sa.Engine, *, org_id: str, run_id: uuid.UUID) -> sa.RowMapping:
-    with read_transaction(engine) as conn:
+    with single_read(engine) as conn:
         row = get_run_row(conn, org_id=org_id, run_id=run_id)
     if row is None:
         raise run_not_found(run_id)

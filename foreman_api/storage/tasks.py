@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -31,7 +32,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import BadRequest, Conflict, NotFound
 from foreman_api.schemas import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus
-from foreman_api.storage.engine import read_transaction, write_transaction
+from foreman_api.storage.engine import read_transaction, single_read, write_transaction
 from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.runs import get_run_row, run_not_found
 from foreman_api.storage.tables import runs, tasks
@@ -46,6 +47,25 @@ _SORT_COLUMNS: Mapping[str, sa.Column[Any]] = {
 _TERMINAL_RUN_VALUES = [s.value for s in TERMINAL_RUN_STATUSES]
 
 
+# Hot-path statements, built once with bound parameters: building a statement per request
+# (and its cache key) costs about as much CPU as executing it.
+_BY_ID = (
+    tasks.c.id == sa.bindparam("p_task_id"),
+    tasks.c.org_id == sa.bindparam("p_org_id"),
+)
+_GET_TASK = sa.select(tasks).where(*_BY_ID)
+_INSERT_TASK = tasks.insert().returning(tasks)
+_COUNT_NEW_TASK = (
+    runs.update()
+    .where(
+        runs.c.id == sa.bindparam("p_run_id"),
+        runs.c.org_id == sa.bindparam("p_org_id"),
+        runs.c.status.not_in(_TERMINAL_RUN_VALUES),
+    )
+    .values(total_tasks=runs.c.total_tasks + 1, updated_at=sa.bindparam("p_now"))
+)
+
+
 def task_not_found(task_id: uuid.UUID) -> NotFound:
     return NotFound(f"task {task_id} not found")
 
@@ -55,11 +75,8 @@ def _task_where(*, org_id: str, task_id: uuid.UUID) -> list[sa.ColumnElement[boo
 
 
 def get_task_row(conn: sa.Connection, *, org_id: str, task_id: uuid.UUID) -> sa.RowMapping | None:
-    return (
-        conn.execute(sa.select(tasks).where(*_task_where(org_id=org_id, task_id=task_id)))
-        .mappings()
-        .first()
-    )
+    params = {"p_task_id": task_id, "p_org_id": org_id}
+    return conn.execute(_GET_TASK, params).mappings().first()
 
 
 def task_belongs_to_run(
@@ -93,13 +110,7 @@ def create_task(
     now = utcnow()
     with write_transaction(engine) as conn:
         counted = conn.execute(
-            runs.update()
-            .where(
-                runs.c.id == run_id,
-                runs.c.org_id == org_id,
-                runs.c.status.not_in(_TERMINAL_RUN_VALUES),
-            )
-            .values(total_tasks=runs.c.total_tasks + 1, updated_at=now)
+            _COUNT_NEW_TASK, {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
         )
         if counted.rowcount != 1:
             run = get_run_row(conn, org_id=org_id, run_id=run_id)
@@ -130,11 +141,11 @@ def create_task(
             "created_at": now,
             "updated_at": now,
         }
-        return conn.execute(tasks.insert().values(values).returning(tasks)).mappings().one()
+        return conn.execute(_INSERT_TASK, values).mappings().one()
 
 
 def get_task(engine: sa.Engine, *, org_id: str, task_id: uuid.UUID) -> sa.RowMapping:
-    with engine.connect() as conn:
+    with single_read(engine) as conn:
         row = get_task_row(conn, org_id=org_id, task_id=task_id)
     if row is None:
         raise task_not_found(task_id)
@@ -184,6 +195,22 @@ def list_tasks(
     return rows, total
 
 
+@lru_cache(maxsize=8)
+def _touch_run_statement(target: TaskStatus) -> sa.Update:
+    """The run-side UPDATE of a task's move to ``target`` (see :func:`_touch_run`)."""
+    run_of_task = sa.select(tasks.c.run_id).where(*_BY_ID).scalar_subquery()
+    statement = runs.update().where(
+        runs.c.id == run_of_task, runs.c.org_id == sa.bindparam("p_org_id")
+    )
+    now = sa.bindparam("p_now", type_=runs.c.updated_at.type)
+    counter = task_counter(target)
+    if counter is not None:
+        return statement.values({counter: runs.c[counter] + 1, "updated_at": now})
+    return statement.where(runs.c.status == RunStatus.PENDING.value).values(
+        status=RunStatus.RUNNING.value, started_at=now, updated_at=now
+    )
+
+
 def _touch_run(
     conn: sa.Connection, *, org_id: str, task_id: uuid.UUID, target: TaskStatus, now: Any
 ) -> None:
@@ -194,20 +221,42 @@ def _touch_run(
     its tasks). A claim starts a run that is still ``pending``; once the run is running the
     statement matches nothing, takes no lock, and claims of one run proceed in parallel.
     """
-    run_of_task = (
-        sa.select(tasks.c.run_id)
-        .where(*_task_where(org_id=org_id, task_id=task_id))
-        .scalar_subquery()
+    conn.execute(
+        _touch_run_statement(target), {"p_task_id": task_id, "p_org_id": org_id, "p_now": now}
     )
-    statement = runs.update().where(runs.c.id == run_of_task, runs.c.org_id == org_id)
-    counter = task_counter(target)
-    if counter is not None:
-        statement = statement.values({counter: runs.c[counter] + 1, "updated_at": now})
-    else:
-        statement = statement.where(runs.c.status == RunStatus.PENDING.value).values(
-            status=RunStatus.RUNNING.value, started_at=now, updated_at=now
-        )
-    conn.execute(statement)
+
+
+@lru_cache(maxsize=256)
+def _transition_statement(
+    target: TaskStatus, changed: tuple[str, ...], dialect: str
+) -> sa.Update:
+    """The compare-and-set UPDATE moving a task to ``target`` and setting ``changed``.
+
+    Built once per (target, set of changed columns, dialect); the values are bound at
+    execution: ``p_task_id``, ``p_org_id``, ``p_now`` and ``v_<column>`` per changed column.
+    """
+    now = sa.bindparam("p_now", type_=tasks.c.updated_at.type)
+    values: dict[str, Any] = {
+        name: sa.bindparam(f"v_{name}", type_=tasks.c[name].type) for name in changed
+    }
+    values["status"] = target.value
+    values["updated_at"] = now
+    if target is TaskStatus.QUEUED:
+        values["queued_at"] = now
+    elif target is TaskStatus.RUNNING:
+        values["started_at"] = now
+    elif target is TaskStatus.RETRYING:
+        values["retry_count"] = tasks.c.retry_count + 1
+    elif is_terminal_task(target):
+        values["completed_at"] = now
+        values["duration_ms"] = elapsed_ms_sql(dialect, start=tasks.c.started_at, end=now)
+    sources = [s.value for s in task_sources(target)]
+    return (
+        tasks.update()
+        .where(*_BY_ID, tasks.c.status.in_(sources))
+        .values(values)
+        .returning(tasks)
+    )
 
 
 def update_task(
@@ -253,28 +302,10 @@ def update_task(
 
         if task_touches_run(status):
             _touch_run(conn, org_id=org_id, task_id=task_id, target=status, now=now)
-        values["status"] = status.value
-        values["updated_at"] = now
-        if status is TaskStatus.QUEUED:
-            values["queued_at"] = now
-        elif status is TaskStatus.RUNNING:
-            values["started_at"] = now
-        elif status is TaskStatus.RETRYING:
-            values["retry_count"] = tasks.c.retry_count + 1
-        elif is_terminal_task(status):
-            values["completed_at"] = now
-            values["duration_ms"] = elapsed_ms_sql(conn, start=tasks.c.started_at, end=now)
-        sources = [s.value for s in task_sources(status)]
-        row = (
-            conn.execute(
-                tasks.update()
-                .where(*_task_where(org_id=org_id, task_id=task_id), tasks.c.status.in_(sources))
-                .values(values)
-                .returning(tasks)
-            )
-            .mappings()
-            .first()
-        )
+        statement = _transition_statement(status, tuple(sorted(values)), conn.dialect.name)
+        params = {f"v_{name}": value for name, value in values.items()}
+        params.update(p_task_id=task_id, p_org_id=org_id, p_now=now)
+        row = conn.execute(statement, params).mappings().first()
         if row is not None:
             return row
         current = get_task_row(conn, org_id=org_id, task_id=task_id)
