@@ -1,6 +1,7 @@
 """The worker end to end: a real API server, real Redis, real ``foreman-worker`` processes.
 
 Redis database 13 of the test server is this module's own; it is flushed before and after.
+The two-API test also makes a throwaway PostgreSQL database, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 
 from foreman_api.schemas import Run, Task, TaskStatus
+from foreman_api.storage import tables
+from foreman_api.storage.engine import create_engine
 from foreman_worker import ForemanClient, enqueue, submit
-from tests.services import redis_db_url
+from tests.services import redis_db_url, throwaway_postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +91,7 @@ class ApiServer:
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
+        self.stop()
         raise RuntimeError(f"API server did not start:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
@@ -105,6 +110,32 @@ def redis_url() -> Iterator[str]:
     conn.close()
 
 
+def prepare_database(env: dict[str, str], org: str = "itest", rate_limit: str = "unlimited") -> str:
+    """Migrate the database of ``env`` and create a worker key; return the key."""
+    subprocess.run([str(BIN / "foreman-api"), "migrate"], env=env, check=True, capture_output=True)
+    created = subprocess.run(
+        [
+            str(BIN / "foreman-api"),
+            "keys",
+            "create",
+            "--org",
+            org,
+            "--name",
+            "worker",
+            "--permissions",
+            "*",
+            "--rate-limit",
+            rate_limit,
+            "--quiet",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return created.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     home = tmp_path_factory.mktemp("api")
@@ -114,37 +145,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("FOREMAN_REDIS_URL", None)
-    subprocess.run([str(BIN / "foreman-api"), "migrate"], env=env, check=True, capture_output=True)
-    created = subprocess.run(
-        [
-            str(BIN / "foreman-api"),
-            "keys",
-            "create",
-            "--org",
-            "itest",
-            "--name",
-            "worker",
-            "--permissions",
-            "*",
-            "--rate-limit",
-            "unlimited",
-            "--quiet",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    server = ApiServer(env=env, port=free_port(), key=created.stdout.strip(), log=home / "api.log")
-    server.start()
-    yield server
-    server.stop()
+    key = prepare_database(env)
+    server = ApiServer(env=env, port=free_port(), key=key, log=home / "api.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass
 class Workers:
     env: dict[str, str]
     log_dir: Path
+    queue: str = QUEUE
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, count: int = 1) -> None:
@@ -157,7 +171,7 @@ class Workers:
                         "--app",
                         APP,
                         "--queue",
-                        QUEUE,
+                        self.queue,
                         "--log-level",
                         "INFO",
                     ],
@@ -174,6 +188,10 @@ class Workers:
     def logs(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
+    def stop(self) -> None:
+        for process in self.processes:
+            stop(process, signal.SIGTERM)
+
 
 @pytest.fixture
 def workers(api: ApiServer, redis_url: str, tmp_path: Path) -> Iterator[Workers]:
@@ -185,10 +203,11 @@ def workers(api: ApiServer, redis_url: str, tmp_path: Path) -> Iterator[Workers]
         "PYTHONPATH": str(ROOT),
     }
     pool = Workers(env=env, log_dir=tmp_path)
-    pool.start(2)
-    yield pool
-    for process in pool.processes:
-        stop(process, signal.SIGTERM)
+    try:
+        pool.start(2)
+        yield pool
+    finally:
+        pool.stop()
 
 
 @pytest.fixture
@@ -232,7 +251,7 @@ def runs(conn: redis.Redis, task: Task) -> int:
 def test_many_tasks_complete_and_run_counters_match(
     workers: Workers, client: ForemanClient, conn: redis.Redis
 ) -> None:
-    count = 300
+    count = 500
     run = client.create_run({"bulk": count}).unwrap()
     for i in range(count):
         submit(run.id, "itest.noop", {"i": i}, client=client, queue=QUEUE, connection=conn)
@@ -243,9 +262,10 @@ def test_many_tasks_complete_and_run_counters_match(
         current = client.get_run(run.id).unwrap()
     assert (current.total_tasks, current.completed_tasks, current.failed_tasks) == (count, count, 0)
     page = client.list_tasks(run_id=run.id, limit=1000).unwrap()
-    assert len(page.data) == count
+    assert len(page.data) == page.pagination.total == count
     assert all(t.status == TaskStatus.COMPLETED for t in page.data)
-    assert sorted(t.output_data["echo"]["i"] for t in page.data) == list(range(count))  # type: ignore[index,call-overload]
+    echoed = [cast(dict[str, Any], t.output_data)["echo"]["i"] for t in page.data]
+    assert sorted(echoed) == list(range(count))
 
 
 def test_sigkilled_worker_task_completes_on_the_other(
@@ -279,7 +299,7 @@ def test_api_outage_under_load_loses_nothing(
     api.start()
     done = [wait_terminal(client, t, timeout=50) for t in tasks]
     assert [t.status for t in done] == [TaskStatus.COMPLETED] * len(tasks), workers.logs()
-    assert all(isinstance(t.output_data, dict) and t.output_data["runs"] >= 1 for t in done)
+    assert all(cast(dict[str, Any], t.output_data)["runs"] >= 1 for t in done)
 
 
 def test_duplicate_enqueue_runs_the_handler_once(
@@ -382,6 +402,113 @@ def test_async_handler(
     done = wait_terminal(client, task)
     assert done.status == TaskStatus.COMPLETED
     assert done.output_data == {"async": True, "data": {"n": 7}}
+
+
+def test_workers_on_two_api_processes_sharing_postgres_and_redis(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """(j) Two ``foreman-api serve`` processes on one PostgreSQL database and one Redis, one
+    worker per API: tasks submitted through both APIs, into two runs, all end ``completed``
+    exactly once, and each run's counters equal the task table's counts."""
+    per_run, queue = 150, "itest-two-apis"
+    servers: list[ApiServer] = []
+    pools: list[Workers] = []
+    with throwaway_postgres_database() as database_url:
+        env = {
+            **os.environ,
+            "FOREMAN_DATABASE_URL": database_url,
+            "FOREMAN_REDIS_URL": redis_url,  # shared rate-limit counters
+            "PYTHONPATH": str(ROOT),
+        }
+        key = prepare_database(env, rate_limit="100000/1m")
+        try:
+            for name in ("a", "b"):
+                server = ApiServer(
+                    env=env, port=free_port(), key=key, log=tmp_path / f"api-{name}.log"
+                )
+                servers.append(server)
+                server.start()
+            for name, server in zip(("a", "b"), servers, strict=True):
+                log_dir = tmp_path / f"workers-{name}"
+                log_dir.mkdir()
+                worker_env = {
+                    **os.environ,
+                    "FOREMAN_API_URL": server.url,
+                    "FOREMAN_API_KEY": key,
+                    "FOREMAN_REDIS_URL": redis_url,
+                    "PYTHONPATH": str(ROOT),
+                }
+                pools.append(Workers(env=worker_env, log_dir=log_dir, queue=queue))
+            for pool in pools:
+                pool.start(1)
+            clients = [ForemanClient(server.url, key) for server in servers]
+            conn = redis.Redis.from_url(redis_url)
+            try:
+                run_ids = [str(c.create_run({"api": i}).unwrap().id) for i, c in enumerate(clients)]
+                submitted: list[Task] = []
+                for i in range(2 * per_run):  # alternate the API and the run of every task
+                    submitted.append(
+                        submit(
+                            run_ids[i % 2],
+                            "itest.counted",
+                            {"i": i},
+                            client=clients[(i // 2) % 2],
+                            queue=queue,
+                            connection=conn,
+                        )
+                    )
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    runs_now = [clients[i].get_run(rid).unwrap() for i, rid in enumerate(run_ids)]
+                    if all(r.completed_tasks + r.failed_tasks >= per_run for r in runs_now):
+                        break
+                    time.sleep(0.25)
+                logs = "\n".join(p.logs() for p in pools)
+                for i, run_id in enumerate(run_ids):
+                    run = clients[1 - i].get_run(run_id).unwrap()  # read through the other API
+                    assert (run.total_tasks, run.completed_tasks, run.failed_tasks) == (
+                        per_run,
+                        per_run,
+                        0,
+                    ), logs
+                    page = clients[i].list_tasks(run_id=run_id, limit=1000).unwrap()
+                    assert page.pagination.total == len(page.data) == per_run
+                    assert all(t.status == TaskStatus.COMPLETED for t in page.data), logs
+                # each handler ran exactly once, and both workers (so both APIs) took part
+                assert [runs(conn, t) for t in submitted] == [1] * len(submitted)
+                pids = {int(conn.lindex(f"itest:pids:{t.id}", 0) or 0) for t in submitted}
+                assert pids == {p.processes[0].pid for p in pools}
+            finally:
+                conn.close()
+                for c in clients:
+                    c.close()
+            # the task table, read directly, agrees with the run counters
+            engine = create_engine(database_url, pool_size=1)
+            try:
+                with engine.connect() as db:
+                    by_status: dict[str, int] = dict(
+                        db.execute(
+                            sa.select(tables.tasks.c.status, sa.func.count())
+                            .where(tables.tasks.c.run_id.in_(run_ids))
+                            .group_by(tables.tasks.c.status)
+                        ).all()
+                    )
+                    counters = db.execute(
+                        sa.select(
+                            sa.func.sum(tables.runs.c.total_tasks),
+                            sa.func.sum(tables.runs.c.completed_tasks),
+                            sa.func.sum(tables.runs.c.failed_tasks),
+                        ).where(tables.runs.c.id.in_(run_ids))
+                    ).one()
+            finally:
+                engine.dispose()
+            assert by_status == {"completed": 2 * per_run}
+            assert tuple(counters) == (2 * per_run, 2 * per_run, 0)
+        finally:
+            for pool in pools:
+                pool.stop()
+            for server in servers:
+                server.stop()
 
 
 def test_startup_errors_are_one_line(api: ApiServer, redis_url: str) -> None:

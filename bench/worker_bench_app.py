@@ -1,0 +1,127 @@
+"""What the workers of ``bench/worker_bench.py`` import: the raw RQ job and the Foreman handler.
+
+Both do nothing but note *when* they ran, cheaply: the first job a process runs pushes its
+start time to ``bench:firsts`` (one Redis call per process), every job updates a module
+global, and at interpreter exit (burst mode, SIGTERM) the process pushes its last finish
+time to ``bench:lasts``. The benchmark's rate is N / (max(lasts) - min(firsts)): first
+dequeue to last finish, without process start-up and shut-down.
+
+With ``FOREMAN_BENCH_TIMING=1`` a Foreman worker also times the phases of every job
+(claim, handler, complete, the rest of the runner, RQ's own work around the job, and the
+loop between jobs) and pushes the totals to ``bench:timing`` at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from foreman_worker import TaskContext, task
+
+QUEUE = "bench"
+_state: dict[str, float] = {"first": 0.0, "last": 0.0, "jobs": 0}
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+
+
+def _report() -> None:
+    if not _state["jobs"]:
+        return
+    conn = _redis()
+    conn.rpush("bench:lasts", json.dumps({"pid": os.getpid(), **_state}))
+    if _timing:
+        conn.rpush("bench:timing", json.dumps({"pid": os.getpid(), **_timing}))
+    conn.close()
+
+
+def _mark() -> None:
+    now = time.time()
+    if not _state["jobs"]:
+        _state["first"] = now
+        conn = _redis()
+        conn.rpush("bench:firsts", now)
+        conn.close()
+        atexit.register(_report)
+    _state["jobs"] += 1
+    _state["last"] = now
+
+
+def noop() -> None:
+    """The raw RQ job."""
+    _mark()
+
+
+@task("bench.noop", queue=QUEUE)
+def foreman_noop(ctx: TaskContext) -> None:
+    """The Foreman handler: no input, no output."""
+    _mark()
+
+
+# ---- optional per-phase timing of a Foreman worker ------------------------------------
+
+_timing: dict[str, float] = {}
+
+
+def _add(name: str, seconds: float) -> None:
+    _timing[name] = _timing.get(name, 0.0) + seconds
+
+
+def _timed(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _add(name, time.perf_counter() - start)
+
+    return wrapper
+
+
+def _install_timing() -> None:
+    from foreman_api.schemas import TaskStatus
+    from foreman_worker.client import ForemanClient
+    from foreman_worker.runner import Runner
+    from foreman_worker.worker import ForemanWorker
+
+    update_task = ForemanClient.update_task
+
+    def timed_update(self: ForemanClient, task_id: Any, **kwargs: Any) -> Any:
+        name = "claim" if kwargs.get("status") == TaskStatus.RUNNING else "complete"
+        start = time.perf_counter()
+        try:
+            return update_task(self, task_id, **kwargs)
+        finally:
+            _add(name, time.perf_counter() - start)
+
+    ForemanClient.update_task = timed_update  # type: ignore[method-assign]
+    Runner.run = _timed("runner", Runner.run)  # type: ignore[method-assign]
+    Runner._call = _timed("handler", Runner._call)  # type: ignore[method-assign]
+    execute_job = ForemanWorker.execute_job
+
+    def timed_execute(self: ForemanWorker, job: Any, queue: Any) -> None:
+        start = time.perf_counter()
+        if "loop_end" in _timing:
+            _add("between_jobs", start - _timing["loop_end"])
+        else:
+            _timing["loop_start"] = start
+        try:
+            execute_job(self, job, queue)
+        finally:
+            end = time.perf_counter()
+            _add("execute_job", end - start)
+            _add("jobs", 1)
+            _timing["loop_end"] = end
+
+    ForemanWorker.execute_job = timed_execute  # type: ignore[method-assign]
+
+
+if os.environ.get("FOREMAN_BENCH_TIMING") == "1":
+    _install_timing()
