@@ -36,7 +36,7 @@ from foreman_api.domain.run_data_query import (
     TagMode,
     TextRange,
 )
-from foreman_api.storage.engine import read_transaction, write_transaction
+from foreman_api.storage.engine import single_read, write_transaction
 from foreman_api.storage.tables import run_data, run_data_tags, runs, tasks
 
 RD = run_data
@@ -412,13 +412,24 @@ def query_statements(
 def list_entries(
     engine: sa.Engine, *, org_id: str, run_id: uuid.UUID, query: RunDataQuery
 ) -> RecordPage:
-    """One page of matching entries and the total, in one snapshot and two round trips."""
+    """One page of matching entries and the total.
+
+    Usually one statement: the page carries the total as a window count, and rows of this
+    organisation prove the run is its own. Only an empty page needs a second look, to tell
+    an unknown run (``404``) from a page past the end.
+    """
     page, count = query_statements(query, run_id=run_id)
-    with read_transaction(engine) as conn:
+    counted = page.add_columns(sa.func.count().over().label("total_matching")).where(
+        RD.c.org_id == org_id
+    )
+    with single_read(engine) as conn:
+        rows = conn.execute(counted).mappings().all()
+        if rows:
+            return RecordPage(
+                records=[_record(row) for row in rows], total=int(rows[0]["total_matching"])
+            )
+        # One statement again: the owner and the count come from one snapshot.
         owner, total = conn.execute(sa.select(_run_org(run_id), count.scalar_subquery())).one()
-        if owner != org_id:
-            raise RunNotFound(run_id)
-        if total <= query.offset:
-            return RecordPage(records=[], total=total)
-        rows = conn.execute(page).mappings().all()
-    return RecordPage(records=[_record(row) for row in rows], total=total)
+    if owner != org_id:
+        raise RunNotFound(run_id)
+    return RecordPage(records=[], total=total)
