@@ -543,3 +543,24 @@ def test_startup_errors_are_one_line(api: ApiServer, redis_url: str) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_sigterm_lets_the_running_task_finish(
+    workers: Workers, client: ForemanClient, conn: redis.Redis, new_task: Callable[..., Task]
+) -> None:
+    task = new_task("itest.counted", {"sleep": 2})
+    deadline = time.monotonic() + 15
+    while client.get_task(task.id).unwrap().status != TaskStatus.RUNNING:
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.05)
+    for process in workers.processes:
+        process.send_signal(signal.SIGTERM)
+    for process in workers.processes:
+        assert process.wait(20) == 0, workers.logs()
+    # Both workers have exited: the task that was running when they were told to stop
+    # finished first, exactly once, with its output recorded.
+    finished = client.get_task(task.id).unwrap()
+    assert finished.status == TaskStatus.COMPLETED, finished
+    assert finished.output_data is not None
+    assert runs(conn, task) == 1
