@@ -54,7 +54,7 @@ runs = sa.Table(
     sa.Column("completed_at", TIMESTAMP_TYPE, nullable=True),
     sa.Column("duration_ms", sa.BigInteger, nullable=True),
     sa.Index("ix_runs_org_created", "org_id", "created_at"),
-    sa.Index("ix_runs_org_updated", "org_id", "updated_at"),
+    # No index on updated_at: counter updates must stay HOT (migration 0002).
     sa.Index("ix_runs_org_status_created", "org_id", "status", "created_at"),
 )
 
