@@ -146,8 +146,8 @@ class Authenticator:
             return None
         now = utcnow()
         principal = _check_record(*cached, key_hash, now)
-        if self._touch_due(principal.key_id, now):
-            return None
+        if self._touch_due(principal.key_id, now, claim=False):
+            return None  # authenticate() writes last_used_at
         return principal
 
     def authenticate(self, presented: str | None) -> Principal:
@@ -164,13 +164,15 @@ class Authenticator:
             key_storage.touch_last_used(self._engine, principal.key_id, now)
         return principal
 
-    def _touch_due(self, key_id: uuid.UUID, now: datetime) -> bool:
-        """Whether ``last_used_at`` should be written now; claims the write if so."""
+    def _touch_due(self, key_id: uuid.UUID, now: datetime, *, claim: bool = True) -> bool:
+        """Whether ``last_used_at`` should be written now; with ``claim``, the caller
+        takes the write (so concurrent requests do not all write)."""
         with self._lock:
             last = self._last_touched.get(key_id)
             if last is not None and now - last < LAST_USED_RESOLUTION:
                 return False
-            self._last_touched[key_id] = now
+            if claim:
+                self._last_touched[key_id] = now
         return True
 
 

@@ -98,11 +98,11 @@ def make_api(engine: sa.Engine) -> Iterator[Callable[..., Api]]:
     clients: list[TestClient] = []
 
     def build(**overrides: Any) -> Api:
-        settings = Settings(
-            database_url=engine.url.render_as_string(hide_password=False),
-            key_cache_seconds=0,
-            **overrides,
-        )
+        defaults: dict[str, Any] = {
+            "database_url": engine.url.render_as_string(hide_password=False),
+            "key_cache_seconds": 0,
+        }
+        settings = Settings(**(defaults | overrides))
         client = TestClient(create_app(settings, engine=engine), raise_server_exceptions=False)
         clients.append(client)
         return Api(client=client, engine=engine, settings=settings)

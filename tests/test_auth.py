@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from foreman_api.auth import generate_key, hash_key
 from foreman_api.schemas import Permission
 from foreman_api.storage import api_keys as key_storage
+from foreman_api.storage.tables import api_keys
 from tests.conftest import Api
 
 RUNS = "/api/v1/runs"
@@ -296,3 +299,37 @@ def test_data_written_by_another_organisation_stays_apart(
         json={"runId": their_world.run, "type": "t", "parentTaskId": world.task},
     )
     assert response.status_code in (400, 404), response.text
+
+
+def test_last_used_is_recorded_once_per_minute_without_a_write_per_request(api: Api) -> None:
+    key = api.key("runs:read")
+    with api.engine.connect() as conn:
+        before = conn.execute(sa.select(api_keys.c.last_used_at)).scalars().all()
+    assert before == [None]
+    headers = {"Authorization": f"Bearer {key}"}
+    for _ in range(3):
+        assert api.client.get("/api/v1/runs", headers=headers).status_code == 200
+    with api.engine.connect() as conn:
+        first = conn.execute(sa.select(api_keys.c.last_used_at)).scalar_one()
+    assert first is not None
+    for _ in range(3):
+        assert api.client.get("/api/v1/runs", headers=headers).status_code == 200
+    with api.engine.connect() as conn:
+        again = conn.execute(sa.select(api_keys.c.last_used_at)).scalar_one()
+    assert again == first  # within the minute: no further writes
+
+
+def test_last_used_is_refreshed_while_the_key_lookup_is_cached(
+    make_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("foreman_api.auth.LAST_USED_RESOLUTION", timedelta(milliseconds=50))
+    api = make_api(key_cache_seconds=60)  # every request after the first is a cache hit
+    headers = {"Authorization": f"Bearer {api.key('runs:read')}"}
+    stamps = []
+    for _ in range(2):
+        assert api.client.get("/api/v1/runs", headers=headers).status_code == 200
+        with api.engine.connect() as conn:
+            stamps.append(conn.execute(sa.select(api_keys.c.last_used_at)).scalar_one())
+        time.sleep(0.12)
+    assert stamps[0] is not None
+    assert stamps[1] > stamps[0]
