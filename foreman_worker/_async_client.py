@@ -24,7 +24,7 @@ from foreman_worker._calls import (
     TagMode,
     Unset,
 )
-from foreman_worker._config import ClientSettings
+from foreman_worker._config import ClientBase
 from foreman_worker._responses import Attempt
 from foreman_worker._retry import RetryPolicy
 from foreman_worker.errors import ConfigurationError
@@ -34,7 +34,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class AsyncForemanClient:
+class AsyncForemanClient(ClientBase):
     """Asynchronous client for the Foreman API: :class:`ForemanClient`'s methods, awaited.
 
     Same arguments, defaults, retry rules and results as the sync client; ``transport``
@@ -53,24 +53,9 @@ class AsyncForemanClient:
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise ConfigurationError("AsyncForemanClient needs an httpx.AsyncBaseTransport")
-        self._settings = ClientSettings(base_url, api_key, timeout, retry)
-        self._http = httpx.AsyncClient(
-            base_url=self._settings.base_url,
-            timeout=self._settings.timeout,
-            headers=self._settings.headers,
-            transport=transport,
-        )
+        super().__init__(base_url, api_key, timeout=timeout, retry=retry)
+        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-    @property
-    def base_url(self) -> str:
-        """The API's root URL, without the ``/api/v1`` prefix."""
-        return self._settings.base_url
-
-    @property
-    def retry(self) -> RetryPolicy:
-        """The retry policy of every call."""
-        return self._settings.retry
 
     async def close(self) -> None:
         """Close the connections."""

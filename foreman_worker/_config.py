@@ -53,3 +53,36 @@ def _check_url(url: str) -> str:
     # Accept the URL with or without the API prefix: paths are built with it.
     url = url.rstrip("/")
     return url.removesuffix(API_PREFIX).rstrip("/") or url
+
+
+class ClientBase:
+    """What the sync and async clients share: their settings and the properties on them."""
+
+    _settings: ClientSettings
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._settings = ClientSettings(base_url, api_key, timeout, retry)
+
+    @property
+    def base_url(self) -> str:
+        """The API's root URL, without the ``/api/v1`` prefix."""
+        return self._settings.base_url
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call."""
+        return self._settings.retry
+
+    def _http_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self._settings.base_url,
+            "timeout": self._settings.timeout,
+            "headers": self._settings.headers,
+        }

@@ -33,7 +33,7 @@ from foreman_worker._calls import (
     TagMode,
     Unset,
 )
-from foreman_worker._config import ClientSettings
+from foreman_worker._config import ClientBase
 from foreman_worker._responses import Attempt
 from foreman_worker._retry import RetryPolicy
 from foreman_worker.errors import ConfigurationError
@@ -45,7 +45,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class ForemanClient:
+class ForemanClient(ClientBase):
     """Synchronous client for the Foreman API.
 
     ``base_url`` defaults to ``$FOREMAN_API_URL`` (else ``http://127.0.0.1:8000``); the
@@ -79,24 +79,9 @@ class ForemanClient:
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise ConfigurationError("ForemanClient needs a sync httpx.BaseTransport")
-        self._settings = ClientSettings(base_url, api_key, timeout, retry)
-        self._http = httpx.Client(
-            base_url=self._settings.base_url,
-            timeout=self._settings.timeout,
-            headers=self._settings.headers,
-            transport=transport,
-        )
+        super().__init__(base_url, api_key, timeout=timeout, retry=retry)
+        self._http = httpx.Client(transport=transport, **self._http_options())
         self._sleep: Callable[[float], None] = time.sleep
-
-    @property
-    def base_url(self) -> str:
-        """The API's root URL, without the ``/api/v1`` prefix."""
-        return self._settings.base_url
-
-    @property
-    def retry(self) -> RetryPolicy:
-        """The retry policy of every call."""
-        return self._settings.retry
 
     def close(self) -> None:
         """Close the connections."""
