@@ -242,6 +242,8 @@ class RunData(_Response):
 # ---- envelopes --------------------------------------------------------------------------
 
 SortOrder = Literal["asc", "desc"]
+TimeSort = Literal["createdAt", "updatedAt"]
+"""How runs and tasks lists sort; ties are broken by id."""
 Item = TypeVar("Item")
 
 

@@ -15,7 +15,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from foreman_api.deps import CanCreateRuns, CanReadRuns, CanUpdateRuns, Engine
-from foreman_api.schemas import Page, Pagination, Run, RunCreate, RunStatus, RunUpdate
+from foreman_api.schemas import (
+    Page,
+    Pagination,
+    Run,
+    RunCreate,
+    RunStatus,
+    RunUpdate,
+    SortOrder,
+    TimeSort,
+)
 from foreman_api.storage import runs as storage
 from foreman_api.storage.rows import run_from_row
 
@@ -27,8 +36,8 @@ MAX_OFFSET = 2**31 - 1
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")]
 RunId = Annotated[uuid.UUID, Path(alias="runId")]
-SortBy = Annotated[storage.RunSort, Query(alias="sortBy")]
-Order = Annotated[storage.SortOrder, Query(alias="sortOrder")]
+SortBy = Annotated[TimeSort, Query(alias="sortBy")]
+Order = Annotated[SortOrder, Query(alias="sortOrder")]
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:

@@ -14,14 +14,23 @@ from fastapi.responses import Response
 
 from foreman_api.deps import CanCreateTasks, CanReadTasks, CanUpdateTasks, Engine
 from foreman_api.routes.runs import Limit, Offset, Order, json_response, patch_changes
-from foreman_api.schemas import Page, Pagination, Task, TaskCreate, TaskStatus, TaskType, TaskUpdate
+from foreman_api.schemas import (
+    Page,
+    Pagination,
+    Task,
+    TaskCreate,
+    TaskStatus,
+    TaskType,
+    TaskUpdate,
+    TimeSort,
+)
 from foreman_api.storage import tasks as storage
 from foreman_api.storage.rows import task_from_row
 
 router = APIRouter(tags=["tasks"])
 
 TaskId = Annotated[uuid.UUID, Path(alias="taskId")]
-SortBy = Annotated[storage.TaskSort, Query(alias="sortBy")]
+SortBy = Annotated[TimeSort, Query(alias="sortBy")]
 
 
 @router.post("/tasks", status_code=201, response_model=Task, summary="Create a task")

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from foreman_api.schemas import Run, Task
+from foreman_api.schemas import Run, SortOrder, Task, TimeSort
 from foreman_api.storage.types import TIMESTAMP_TYPE
 
 
@@ -17,6 +17,16 @@ def run_from_row(row: sa.RowMapping) -> Run:
 
 def task_from_row(row: sa.RowMapping) -> Task:
     return Task.model_validate(dict(row))
+
+
+def stable_order(
+    table: sa.Table, sort_by: TimeSort, sort_order: SortOrder
+) -> list[sa.UnaryExpression[Any]]:
+    """ORDER BY the ``createdAt``/``updatedAt`` column, ties broken by id, for stable pages."""
+    column = table.c["created_at" if sort_by == "createdAt" else "updated_at"]
+    if sort_order == "desc":
+        return [column.desc(), table.c.id.desc()]
+    return [column.asc(), table.c.id.asc()]
 
 
 def elapsed_ms_sql(

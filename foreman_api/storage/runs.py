@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,19 +21,10 @@ from foreman_api.domain.states import (
     is_terminal_run,
 )
 from foreman_api.errors import NotFound
-from foreman_api.schemas import RunStatus, TaskStatus
+from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
 from foreman_api.storage.engine import read_transaction, single_read, write_transaction
-from foreman_api.storage.rows import elapsed_ms_sql
+from foreman_api.storage.rows import elapsed_ms_sql, stable_order
 from foreman_api.storage.tables import runs, tasks
-
-RunSort = Literal["createdAt", "updatedAt"]
-SortOrder = Literal["asc", "desc"]
-
-_SORT_COLUMNS: Mapping[str, sa.Column[Any]] = {
-    "createdAt": runs.c.created_at,
-    "updatedAt": runs.c.updated_at,
-}
-
 
 # Built once with bound parameters (building a statement per request costs about as much
 # CPU as executing it).
@@ -110,15 +101,14 @@ def list_runs(
     status: RunStatus | None,
     limit: int,
     offset: int,
-    sort_by: RunSort,
+    sort_by: TimeSort,
     sort_order: SortOrder,
 ) -> tuple[Sequence[sa.RowMapping], int]:
     """One page of runs and the total matching, from one snapshot. Ties break on id."""
     where = [runs.c.org_id == org_id]
     if status is not None:
         where.append(runs.c.status == status.value)
-    column = _SORT_COLUMNS[sort_by]
-    order = [column.desc(), runs.c.id.desc()] if sort_order == "desc" else [column, runs.c.id]
+    order = stable_order(runs, sort_by, sort_order)
     page = sa.select(runs).where(*where).order_by(*order).limit(limit).offset(offset)
     count = sa.select(sa.func.count()).select_from(runs).where(*where)
     with read_transaction(engine) as conn:

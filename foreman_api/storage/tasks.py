@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -31,19 +31,12 @@ from foreman_api.domain.states import (
     task_touches_run,
 )
 from foreman_api.errors import BadRequest, Conflict, NotFound
-from foreman_api.schemas import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus
+from foreman_api.schemas import TERMINAL_RUN_STATUSES, RunStatus, SortOrder, TaskStatus, TimeSort
 from foreman_api.storage.engine import read_transaction, single_read, write_transaction
-from foreman_api.storage.rows import elapsed_ms_sql
+from foreman_api.storage.rows import elapsed_ms_sql, stable_order
 from foreman_api.storage.runs import get_run_row, run_not_found
 from foreman_api.storage.tables import runs, tasks
 
-TaskSort = Literal["createdAt", "updatedAt"]
-SortOrder = Literal["asc", "desc"]
-
-_SORT_COLUMNS: Mapping[str, sa.Column[Any]] = {
-    "createdAt": tasks.c.created_at,
-    "updatedAt": tasks.c.updated_at,
-}
 _TERMINAL_RUN_VALUES = [s.value for s in TERMINAL_RUN_STATUSES]
 
 
@@ -162,7 +155,7 @@ def list_tasks(
     type: str | None,
     limit: int,
     offset: int,
-    sort_by: TaskSort,
+    sort_by: TimeSort,
     sort_order: SortOrder,
 ) -> tuple[Sequence[sa.RowMapping], int]:
     """One page of tasks and the total matching, from one snapshot. Ties break on id.
@@ -179,8 +172,7 @@ def list_tasks(
         where.append(tasks.c.status == status.value)
     if type is not None:
         where.append(tasks.c.type == type)
-    column = _SORT_COLUMNS[sort_by]
-    order = [column.desc(), tasks.c.id.desc()] if sort_order == "desc" else [column, tasks.c.id]
+    order = stable_order(tasks, sort_by, sort_order)
     page = sa.select(tasks).where(*where).order_by(*order).limit(limit).offset(offset)
     count = sa.select(sa.func.count()).select_from(tasks).where(*where)
     with read_transaction(engine) as conn:
