@@ -19,6 +19,7 @@ from foreman_api.auth import Authenticator
 from foreman_api.deps import Services
 from foreman_api.errors import ApiError
 from foreman_api.middleware import BodySizeLimit, RateLimitHeaders
+from foreman_api.outages import database_outage, watch_commits
 from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from foreman_api.routes import health, run_data, runs, tasks
 from foreman_api.schemas import ErrorBody
@@ -40,6 +41,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "Illegal state transition",
         413: "Request body too large",
         429: "Rate limited",
+        503: "The database is unavailable; nothing was written, retry after Retry-After",
+        504: "The database was lost while saving; the change may or may not have been saved",
     }.items()
 }
 
@@ -122,6 +125,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error_response(500, "internal server error", "internal_error")
 
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    async def database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        outage = database_outage(exc)
+        if outage is None:
+            return await internal_error(request, exc)
+        cause = getattr(exc, "orig", None) or exc
+        detail = (str(cause).strip().splitlines() or [""])[0]
+        log.warning(
+            "%s %s: %s (%s: %s)",
+            request.method,
+            request.url.path,
+            outage.code,
+            type(cause).__name__,
+            detail,
+        )
+        return _error_response(
+            outage.status_code, outage.message, outage.code, headers=outage.headers
+        )
+
 
 def _rate_limiter(settings: Settings) -> tuple[RateLimiter, redis.Redis | None]:
     if not settings.redis_url:
@@ -136,6 +158,7 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
     """Build the API. Refuses (UnmigratedDatabase) a database that needs ``foreman-api migrate``."""
     settings = settings or get_settings()
     engine = engine or create_engine(settings.database_url)
+    watch_commits(engine)
     if pending_revision(engine) is not None:
         raise UnmigratedDatabase(
             "the database schema is not up to date: run `foreman-api migrate` "

@@ -8,7 +8,9 @@
     ├── Conflict             409 conflict / invalid_transition
     ├── PayloadTooLarge      413 payload_too_large
     ├── RateLimited          429 rate_limited (carries retry_after)
-    └── ServiceUnavailable   503 service_unavailable
+    ├── ServiceUnavailable   503 service_unavailable
+    │   └── DatabaseUnavailable  503 database_unavailable (nothing written; Retry-After)
+    └── DatabaseOutcomeUnknown   504 database_outcome_unknown (lost during COMMIT)
 """
 
 from __future__ import annotations
@@ -74,3 +76,20 @@ class RateLimited(ApiError):
 class ServiceUnavailable(ApiError):
     status_code = 503
     code = "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached (or was too busy); nothing was written."""
+
+    code = "database_unavailable"
+
+
+class DatabaseOutcomeUnknown(ApiError):
+    """The database connection was lost while a COMMIT was in flight: it may have landed.
+
+    Like a gateway timeout, repeating the request is safe for reads and for updates whose
+    repetition is harmless, not for creates without an idempotency key.
+    """
+
+    status_code = 504
+    code = "database_outcome_unknown"
