@@ -10,6 +10,7 @@ from typing import Any
 
 import tenacity
 
+from foreman_worker import shutdown
 from foreman_worker._responses import Attempt
 from foreman_worker.errors import ConfigurationError
 
@@ -26,6 +27,10 @@ class RetryPolicy:
     jitter); after a ``429`` it is at least the server's ``Retry-After``, still capped by
     ``max_wait``. ``deadline`` bounds the seconds spent on one call, waits included: no
     retry starts after it.
+
+    Whatever the policy, a process that is shutting down (:mod:`foreman_worker.shutdown`)
+    does not wait past its grace: waits are cut to the time left, and once the grace has
+    run out no retry starts.
 
     Which failures are retried is decided per call, see :class:`ForemanClient`.
     """
@@ -79,9 +84,9 @@ class RetryPolicy:
 
         The retried function returns an :class:`Attempt`; nothing is raised.
         """
-        stop: tenacity.stop.stop_base = tenacity.stop_never
+        stop: tenacity.stop.stop_base = _StopAtShutdownDeadline()
         if self.attempts is not None:
-            stop = tenacity.stop_after_attempt(self.attempts)
+            stop = stop | tenacity.stop_after_attempt(self.attempts)
         if self.deadline is not None:
             stop = stop | tenacity.stop_after_delay(self.deadline)
         return {
@@ -99,7 +104,17 @@ class RetryPolicy:
         if self.deadline is not None:
             remaining = self.deadline - (state.seconds_since_start or 0.0)
             delay = min(delay, max(remaining, 0.0))
+        grace = shutdown.remaining()
+        if grace is not None:
+            delay = min(delay, grace)
         return delay
+
+
+class _StopAtShutdownDeadline(tenacity.stop.stop_base):
+    """Stop retrying once the process's shutdown grace has run out."""
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return shutdown.expired()
 
 
 def _attempt_of(state: tenacity.RetryCallState) -> Attempt[Any]:

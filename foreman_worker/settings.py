@@ -32,6 +32,10 @@ class WorkerSettings(BaseSettings):
     """How often a busy worker renews its lease (a background thread does it)."""
     worker_reap_interval: float = Field(default=2.0, gt=0.0, le=60.0)
     """How often each worker looks for jobs whose worker stopped renewing its lease."""
+    worker_shutdown_grace: float = Field(default=30.0, gt=0.0, le=86400.0)
+    """After SIGTERM/SIGINT, how long the running task may take to finish. When it runs
+    out (or on a second signal) the worker exits at once, leaving the task to be
+    recovered; API retries and waits for Redis never outlast it."""
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> WorkerSettings:
