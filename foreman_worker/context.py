@@ -3,22 +3,36 @@
 Run-data helpers are bound to the task's run (and ``put`` to the task itself); they raise
 :class:`~foreman_worker.errors.ApiError` when the API refuses, which fails the attempt
 and so retries it. The client is the worker's, with its long retry policy.
+
+Each helper has an awaitable twin for ``async def`` handlers, named with an ``a`` in
+front — :meth:`~TaskContext.aput`, :meth:`~TaskContext.aget`, :meth:`~TaskContext.aget_all`,
+:meth:`~TaskContext.aquery`, :meth:`~TaskContext.aspawn` — with the same arguments and
+results. They call the API through :attr:`TaskContext.async_client` and so never block the
+event loop (the sync helpers do: in an async handler, await the twins instead).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import inspect
 import logging
-from collections.abc import MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from pydantic import JsonValue
 from redis import Redis
 
-from foreman_api.schemas import RunData, Task
+from foreman_api.schemas import Page, RunData, Task
+from foreman_worker._async_client import AsyncForemanClient
 from foreman_worker.enqueue import submit
 
 if TYPE_CHECKING:
     from foreman_worker.client import ForemanClient
+
+R = TypeVar("R")
+T = TypeVar("T")
 
 _logger = logging.getLogger("foreman_worker.task")
 
@@ -34,8 +48,33 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
         return f"[task {extra.get('task_id')} run {extra.get('run_id')}] {msg}", kwargs
 
 
+@dataclass(frozen=True, slots=True)
+class _Request(Generic[R, T]):
+    """What one helper asks of the API, for either client: the method to call (the sync and
+    async clients have the same methods), its arguments, and what the helper returns made
+    from the call's data."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    finish: Callable[[R], T]
+
+
+def _same(value: T) -> T:
+    return value
+
+
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return list(values) if values is not None else None
+
+
 class TaskContext:
-    """The running task, its attempt number, the API client and helpers bound to the run."""
+    """The running task, its attempt number, the API clients and helpers bound to the run.
+
+    ``async_client`` is the client of the awaitable helpers; by default one is made from
+    ``client``'s settings when first used, for the running event loop, and closed by
+    :meth:`aclose` (the runner calls it when an async handler's attempt ends).
+    """
 
     def __init__(
         self,
@@ -43,10 +82,13 @@ class TaskContext:
         *,
         client: ForemanClient,
         connection: Redis | None = None,
+        async_client: AsyncForemanClient | None = None,
     ) -> None:
         self.task = task
         self.client = client
         self.connection = connection
+        self._given_async_client = async_client
+        self._made_async_client: tuple[AsyncForemanClient, asyncio.AbstractEventLoop] | None = None
         self.logger = TaskLogger(
             _logger,
             {"task_id": str(task.id), "run_id": str(task.run_id), "task_type": task.type},
@@ -74,6 +116,25 @@ class TaskContext:
         """1 for the first run, 2 for the first retry, …"""
         return self.task.retry_count + 1
 
+    @property
+    def async_client(self) -> AsyncForemanClient:
+        """The client of the awaitable helpers (only from a coroutine: it belongs to the
+        running event loop)."""
+        if self._given_async_client is not None:
+            return self._given_async_client
+        loop = asyncio.get_running_loop()
+        made = self._made_async_client
+        if made is None or made[1] is not loop:
+            made = (_async_twin(self.client), loop)
+            self._made_async_client = made
+        return made[0]
+
+    async def aclose(self) -> None:
+        """Close the async client this context made, if any (a given one is the giver's)."""
+        made, self._made_async_client = self._made_async_client, None
+        if made is not None and made[1] is asyncio.get_running_loop():
+            await made[0].close()
+
     # ---- run data ------------------------------------------------------------------------
 
     def put(
@@ -85,23 +146,34 @@ class TaskContext:
         metadata: dict[str, JsonValue] | None = None,
     ) -> RunData:
         """Store a value under ``key`` in this run, linked to this task."""
-        return self.client.create_run_data(
-            self.run_id,
-            key,
-            value,
-            task_id=self.task_id,
-            tags=list(tags) if tags is not None else None,
-            metadata=metadata,
-        ).unwrap()
+        return self._send(self._put(key, value, tags, metadata))
+
+    async def aput(
+        self,
+        key: str,
+        value: JsonValue,
+        *,
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> RunData:
+        """:meth:`put`, awaited."""
+        return await self._asend(self._put(key, value, tags, metadata))
 
     def get(self, key: str, default: JsonValue = None) -> JsonValue:
         """The latest value stored under ``key`` in this run, or ``default``."""
-        entry = self.client.get_run_data(self.run_id, key).unwrap()
-        return default if entry is None else entry.value
+        return self._send(self._get(key, default))
+
+    async def aget(self, key: str, default: JsonValue = None) -> JsonValue:
+        """:meth:`get`, awaited."""
+        return await self._asend(self._get(key, default))
 
     def get_all(self, key: str) -> list[RunData]:
         """Every entry stored under ``key`` in this run."""
-        return self.client.get_all_run_data(self.run_id, key).unwrap()
+        return self._send(self._get_all(key))
+
+    async def aget_all(self, key: str) -> list[RunData]:
+        """:meth:`get_all`, awaited."""
+        return await self._asend(self._get_all(key))
 
     def query(
         self,
@@ -113,15 +185,19 @@ class TaskContext:
         **filters: Any,
     ) -> list[RunData]:
         """Entries of this run matching the filters (see ``ForemanClient.query_run_data``)."""
-        page = self.client.query_run_data(
-            self.run_id,
-            key_starts_with=list(key_starts_with) if key_starts_with is not None else None,
-            tags=list(tags) if tags is not None else None,
-            tag_mode=tag_mode,
-            include_all=include_all,
-            **filters,
-        ).unwrap()
-        return list(page.data)
+        return self._send(self._query(key_starts_with, tags, tag_mode, include_all, filters))
+
+    async def aquery(
+        self,
+        *,
+        key_starts_with: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        tag_mode: Literal["any", "all"] = "any",
+        include_all: bool = False,
+        **filters: Any,
+    ) -> list[RunData]:
+        """:meth:`query`, awaited."""
+        return await self._asend(self._query(key_starts_with, tags, tag_mode, include_all, filters))
 
     # ---- child tasks ---------------------------------------------------------------------
 
@@ -135,11 +211,84 @@ class TaskContext:
         metadata: dict[str, JsonValue] | None = None,
     ) -> Task:
         """Create a child task of this one (same run, ``parentTaskId`` set) and enqueue it."""
+        return self._submit(self.client, type, input_data, queue, max_retries, metadata)
+
+    async def aspawn(
+        self,
+        type: str,
+        input_data: JsonValue = None,
+        *,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> Task:
+        """:meth:`spawn`, awaited: the API calls go through :attr:`async_client` on this
+        event loop, the (quick) Redis enqueue runs in a worker thread."""
+        on_loop = _OnLoop(self.async_client, asyncio.get_running_loop())
+        return await asyncio.to_thread(
+            self._submit, on_loop, type, input_data, queue, max_retries, metadata
+        )
+
+    # ---- requests, shared by the sync and async helpers ----------------------------------
+
+    def _put(
+        self,
+        key: str,
+        value: JsonValue,
+        tags: Sequence[str] | None,
+        metadata: dict[str, JsonValue] | None,
+    ) -> _Request[RunData, RunData]:
+        options = {"task_id": self.task_id, "tags": _list(tags), "metadata": metadata}
+        return _Request("create_run_data", (self.run_id, key, value), options, _same)
+
+    def _get(self, key: str, default: JsonValue) -> _Request[RunData | None, JsonValue]:
+        def value_of(entry: RunData | None) -> JsonValue:
+            return default if entry is None else entry.value
+
+        return _Request("get_run_data", (self.run_id, key), {}, value_of)
+
+    def _get_all(self, key: str) -> _Request[list[RunData], list[RunData]]:
+        return _Request("get_all_run_data", (self.run_id, key), {}, _same)
+
+    def _query(
+        self,
+        key_starts_with: Sequence[str] | None,
+        tags: Sequence[str] | None,
+        tag_mode: Literal["any", "all"],
+        include_all: bool,
+        filters: dict[str, Any],
+    ) -> _Request[Page[RunData], list[RunData]]:
+        options = {
+            "key_starts_with": _list(key_starts_with),
+            "tags": _list(tags),
+            "tag_mode": tag_mode,
+            "include_all": include_all,
+            **filters,
+        }
+        return _Request("query_run_data", (self.run_id,), options, _entries)
+
+    def _send(self, request: _Request[Any, T]) -> T:
+        method = getattr(self.client, request.method)
+        return request.finish(method(*request.args, **request.kwargs).unwrap())
+
+    async def _asend(self, request: _Request[Any, T]) -> T:
+        method = getattr(self.async_client, request.method)
+        return request.finish((await method(*request.args, **request.kwargs)).unwrap())
+
+    def _submit(
+        self,
+        client: ForemanClient | _OnLoop,
+        type: str,
+        input_data: JsonValue,
+        queue: str | None,
+        max_retries: int | None,
+        metadata: dict[str, JsonValue] | None,
+    ) -> Task:
         return submit(
             self.run_id,
             type,
             input_data,
-            client=self.client,
+            client=cast("ForemanClient", client),
             queue=queue,
             parent_task_id=self.task_id,
             max_retries=max_retries,
@@ -150,3 +299,44 @@ class TaskContext:
     def __repr__(self) -> str:
         return f"TaskContext(task_id={self.task_id!r}, type={self.type!r}, attempt={self.attempt})"
 
+
+def _entries(page: Page[RunData]) -> list[RunData]:
+    return list(page.data)
+
+
+def _async_twin(client: ForemanClient) -> AsyncForemanClient:
+    """An async client with ``client``'s settings: URL, key, timeout and retry policy."""
+    settings = client._settings
+    twin = AsyncForemanClient(settings.base_url, "", timeout=settings.timeout, retry=settings.retry)
+    twin._settings = settings  # the same key and headers; the settings are never changed
+    return twin
+
+
+class _OnLoop:
+    """The sync client's methods for code in a worker thread, each one run by an async
+    client on its event loop: lets :func:`~foreman_worker.enqueue.submit` (sync, and the
+    one place that says how a task is submitted) make its API calls without a second
+    client or a blocked loop."""
+
+    def __init__(self, client: AsyncForemanClient, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._loop.is_closed():
+                raise RuntimeError("the handler's event loop has closed")
+            future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop)
+            while True:
+                try:
+                    return future.result(timeout=1.0)
+                except concurrent.futures.TimeoutError:
+                    if self._loop.is_closed():  # before it ran the call: it never will
+                        future.cancel()
+                        raise RuntimeError("the handler's event loop has closed") from None
+
+        return call
