@@ -21,7 +21,7 @@ from foreman_api.errors import ApiError
 from foreman_api.middleware import BodySizeLimit, RateLimitHeaders
 from foreman_api.outages import database_outage, watch_commits
 from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from foreman_api.routes import health, run_data, runs, tasks
+from foreman_api.routes import health, run_data, runs, tasks, workers
 from foreman_api.schemas import ErrorBody
 from foreman_api.settings import Settings, get_settings
 from foreman_api.storage.engine import create_engine
@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
     )
     _install_error_handlers(app)
     app.include_router(health.router)
-    for module in (runs, tasks, run_data):
+    for module in (runs, tasks, run_data, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

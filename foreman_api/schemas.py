@@ -65,9 +65,7 @@ class Permission(StrEnum):
 
 
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-TERMINAL_TASK_STATUSES = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
-)
+TERMINAL_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 def _check_text(value: str) -> str:
@@ -166,6 +164,14 @@ class Run(_Response):
 # ---- tasks ------------------------------------------------------------------------------
 
 TaskType = Annotated[Text, Field(min_length=1, max_length=255)]
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+QueueName = Annotated[str, Field(pattern=QUEUE_NAME_PATTERN)]
+"""A logical queue name: letters, digits and ``_ . : -``, 1 to 64 characters."""
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_RETRIES = 3
+JobId = Annotated[Text, Field(min_length=1, max_length=255)]
+LeaseSeconds = Annotated[float, Field(ge=1, le=3600, strict=True)]
+IdempotencyKey = Annotated[Text, Field(min_length=1, max_length=255)]
 
 
 class TaskCreate(_Request):
@@ -174,7 +180,28 @@ class TaskCreate(_Request):
     input_data: Json = None
     parent_task_id: uuid.UUID | None = None
     metadata: Metadata | None = None
-    max_retries: int = Field(default=3, ge=0, le=10)
+    max_retries: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=10,
+        description="Retries after the first attempt. Omitted: the value a live worker "
+        "registered for this type (its @task option), else 3.",
+    )
+    queue: QueueName | None = Field(
+        default=None,
+        description="Logical queue. Omitted: the queue a live worker registered for this "
+        "type, else 'default'.",
+    )
+    status: Literal[TaskStatus.PENDING, TaskStatus.QUEUED] = Field(
+        default=TaskStatus.PENDING,
+        description="'queued' creates the task ready for a worker in one step: the "
+        "reconciler puts it on its queue even if the caller dies before enqueueing it.",
+    )
+    idempotency_key: IdempotencyKey | None = Field(
+        default=None,
+        description="A repeated create with the same key returns the first task (200).",
+    )
 
 
 class TaskUpdate(_Request):
@@ -182,7 +209,28 @@ class TaskUpdate(_Request):
     output_data: Json = None
     error_data: Json = None
     metadata: Metadata | None = None
-    queue_job_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    queue_job_id: JobId | None = Field(
+        default=None,
+        description="With status 'running': the claim's job id. Otherwise a fencing token: "
+        "the write applies only while this job holds the claim (else 409 stale_claim).",
+    )
+    lease_seconds: LeaseSeconds | None = Field(
+        default=None,
+        description="With status 'running': hold the claim under a lease of this many "
+        "seconds, renewed by heartbeats; an expired lease means the worker was lost.",
+    )
+    retry_delay: float | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=86_400,
+        description="With status 'retrying': seconds before the next attempt may start.",
+    )
+
+
+class TaskHeartbeat(_Request):
+    queue_job_id: JobId
+    lease_seconds: LeaseSeconds
 
 
 class Task(_Response):
@@ -199,12 +247,79 @@ class Task(_Response):
     retry_count: int
     max_retries: int
     queue_job_id: str | None = None
+    queue: str = DEFAULT_QUEUE
+    lease_expires_at: Timestamp | None = None
+    retry_at: Timestamp | None = None
+    idempotency_key: str | None = None
     created_at: Timestamp
     updated_at: Timestamp
     queued_at: Timestamp | None = None
     started_at: Timestamp | None = None
     completed_at: Timestamp | None = None
     duration_ms: int | None = None
+
+
+class ReconcileRequest(_Request):
+    after: uuid.UUID | None = Field(default=None, description="Page cursor: the last id seen.")
+    limit: int = Field(default=500, ge=1, le=1000, strict=True)
+    grace_seconds: float = Field(
+        default=5.0,
+        strict=True,
+        ge=0,
+        le=3600,
+        description="Only tasks unchanged for this long: fresh ones are still being enqueued.",
+    )
+
+
+class WaitingTask(_Response):
+    """A task that should be on a queue: ``queued``, or ``retrying`` and due."""
+
+    id: uuid.UUID
+    queue: str
+    status: TaskStatus
+    retry_at: Timestamp | None = None
+
+
+class Reconciliation(_Response):
+    recovered: list[Task] = Field(description="Tasks whose lease expired, moved on just now.")
+    waiting: list[WaitingTask]
+    next: uuid.UUID | None = Field(description="Cursor of the next page, null on the last.")
+
+
+# ---- workers ----------------------------------------------------------------------------
+
+WorkerId = Annotated[Text, Field(min_length=1, max_length=255)]
+
+
+class HandlerInfo(_Wire):
+    """A handler a worker serves: its task type and its ``@task`` options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: TaskType
+    queue: QueueName
+    max_retries: int = Field(ge=0, le=10, strict=True)
+    timeout: float | None = Field(default=None, gt=0, strict=True)
+
+
+class WorkerRegistration(_Request):
+    queues: Annotated[list[QueueName], Field(max_length=100)]
+    handlers: Annotated[list[HandlerInfo], Field(max_length=1000)]
+    hostname: Annotated[Text, Field(max_length=255)] | None = None
+    pid: int | None = Field(default=None, ge=0, le=2**31 - 1, strict=True)
+    current_task_id: uuid.UUID | None = None
+
+
+class Worker(_Response):
+    id: str
+    org_id: str
+    hostname: str | None = None
+    pid: int | None = None
+    queues: list[str]
+    handlers: list[HandlerInfo]
+    current_task_id: uuid.UUID | None = None
+    started_at: Timestamp
+    last_seen_at: Timestamp
 
 
 # ---- run data ---------------------------------------------------------------------------

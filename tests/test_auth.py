@@ -21,13 +21,15 @@ from tests.conftest import Api
 
 RUNS = "/api/v1/runs"
 TASKS = "/api/v1/tasks"
+WORKERS = "/api/v1/workers"
 
 
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str
-    """With ``{run}``, ``{task}``, ``{data}`` placeholders for the ids of a fixture world."""
+    """With ``{run}``, ``{task}``, ``{claimed}``, ``{data}`` placeholders for the ids of a
+    fixture world."""
     permission: Permission
     body: dict[str, Any] | None = None
     params: dict[str, str] | None = None
@@ -46,6 +48,16 @@ ROUTES = [
     Route("GET", TASKS, Permission.TASKS_READ),
     Route("GET", TASKS + "/{task}", Permission.TASKS_READ),
     Route("PATCH", TASKS + "/{task}", Permission.TASKS_UPDATE, {"metadata": {"x": 1}}),
+    Route(
+        "POST",
+        TASKS + "/{claimed}/heartbeat",
+        Permission.TASKS_UPDATE,
+        {"queueJobId": "job-w", "leaseSeconds": 30},
+    ),
+    Route("POST", "/api/v1/reconcile", Permission.TASKS_UPDATE, {}),
+    Route("PUT", WORKERS + "/{worker}", Permission.TASKS_UPDATE, {"queues": ["q"], "handlers": []}),
+    Route("GET", WORKERS, Permission.TASKS_READ),
+    Route("DELETE", WORKERS + "/{worker}", Permission.TASKS_UPDATE),
     Route("POST", RUNS + "/{run}/data", Permission.RUNDATA_WRITE, {"key": "k", "value": 1}),
     Route("GET", RUNS + "/{run}/data", Permission.RUNDATA_READ),
     Route("PATCH", RUNS + "/{run}/data/{data}/tags", Permission.RUNDATA_WRITE, {"add": ["t2"]}),
@@ -58,15 +70,18 @@ SPECIFIC = [p for p in Permission if not p.value.endswith("*")]
 
 @dataclass
 class World:
-    """One run with a task and a run-data entry, in organisation ``org-a``."""
+    """One run with a task, a task claimed by job ``job-w`` and a run-data entry, in
+    organisation ``org-a``."""
 
     run: str
     task: str
+    claimed: str
     data: str
+    worker: str = "worker-1"
 
     def fill(self, value: Any) -> Any:
         if isinstance(value, str):
-            for name in ("run", "task", "data"):
+            for name in ("run", "task", "claimed", "data", "worker"):
                 value = value.replace("{" + name + "}", getattr(self, name))
             return value
         if isinstance(value, dict):
@@ -93,7 +108,11 @@ def build_world(api: Api, headers: dict[str, str]) -> World:
         f"{RUNS}/{run_id}/data", headers=headers, json={"key": "k", "value": 1, "tags": ["t1"]}
     )
     assert data.status_code == 201, data.text
-    return World(run=run_id, task=task.json()["id"], data=data.json()["id"])
+    claimed = api.client.post(TASKS, headers=headers, json={"runId": run_id, "type": "t"})
+    claim = {"status": "running", "queueJobId": "job-w", "leaseSeconds": 600}
+    claimed_id = claimed.json()["id"]
+    assert api.client.patch(f"{TASKS}/{claimed_id}", headers=headers, json=claim).is_success
+    return World(run=run_id, task=task.json()["id"], claimed=claimed_id, data=data.json()["id"])
 
 
 def snapshot(api: Api, world: World, headers: dict[str, str]) -> Any:
@@ -240,7 +259,7 @@ def test_permission_checked_before_existence(api: Api) -> None:
 # ---- organisations -----------------------------------------------------------------------
 
 
-SCOPED = [r for r in ROUTES if "{run}" in r.path or "{run}" in str(r.body)]
+SCOPED = [r for r in ROUTES if "{run}" in r.path or "{run}" in str(r.body) or "{claimed}" in r.path]
 
 
 @pytest.mark.parametrize("route", SCOPED, ids=[r.id for r in SCOPED])
@@ -254,7 +273,12 @@ def test_another_organisations_ids_are_404(
     assert response.json()["code"] == "not_found"
     assert snapshot(api, world, auth) == before
     # Exactly as for an id that exists nowhere.
-    nowhere = World(run=str(uuid.uuid4()), task=str(uuid.uuid4()), data=str(uuid.uuid4()))
+    nowhere = World(
+        run=str(uuid.uuid4()),
+        task=str(uuid.uuid4()),
+        claimed=str(uuid.uuid4()),
+        data=str(uuid.uuid4()),
+    )
     unknown = nowhere.call(api, route, outsider)
     assert unknown.status_code == 404
     anonymised = response.text
@@ -262,6 +286,7 @@ def test_another_organisations_ids_are_404(
         (world.run, nowhere.run),
         (world.task, nowhere.task),
         (world.data, nowhere.data),
+        (world.claimed, nowhere.claimed),
     ):
         anonymised = anonymised.replace(real, fake)
     assert anonymised == unknown.text
@@ -271,11 +296,11 @@ def test_lists_show_only_the_callers_organisation(
     api: Api, auth: dict[str, str], world: World
 ) -> None:
     outsider = api.headers("*", org="org-b")
-    for path in (RUNS, TASKS):
+    for path, mine in ((RUNS, 1), (TASKS, 2)):
         page = api.client.get(path, headers=outsider).json()
         assert page["data"] == []
         assert page["pagination"]["total"] == 0
-        assert api.client.get(path, headers=auth).json()["pagination"]["total"] == 1
+        assert api.client.get(path, headers=auth).json()["pagination"]["total"] == mine
     filtered = api.client.get(TASKS, headers=outsider, params={"runId": world.run})
     assert filtered.status_code in (200, 404)
     if filtered.status_code == 200:

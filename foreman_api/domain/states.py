@@ -135,3 +135,38 @@ def task_counter(target: TaskStatus) -> str | None:
 def task_touches_run(target: TaskStatus) -> bool:
     """Whether a task's move to ``target`` may change its run (auto-start or a counter)."""
     return target is TaskStatus.RUNNING or task_counter(target) is not None
+
+
+STALE_CLAIM = "stale_claim"
+TASK_FINISHED = "task_finished"
+RETRY_NOT_DUE = "retry_not_due"
+
+
+def stale_claim(task_id: object, job_id: str, *, status: str, holder: str | None) -> Conflict:
+    """The ``409`` for a fenced write whose job no longer holds the task's claim."""
+    holder = holder if status == TaskStatus.RUNNING else None
+    now_held = f"held by job {holder}" if holder else f"{status}, not claimed"
+    return Conflict(
+        f"job {job_id} no longer holds the claim on task {task_id} (the task is {now_held}); "
+        "this attempt's result is not recorded",
+        code=STALE_CLAIM,
+        details=[{"field": "queueJobId", "message": "does not hold the current claim"}],
+    )
+
+
+def task_finished(task_id: object, status: str) -> Conflict:
+    """The ``409`` for any change to a task in a terminal status."""
+    return Conflict(
+        f"task {task_id} is {status}: a finished task cannot be changed",
+        code=TASK_FINISHED,
+        details=[{"field": "status", "message": f"{status} is terminal"}],
+    )
+
+
+def retry_not_due(task_id: object, retry_at: str) -> Conflict:
+    """The ``409`` for a claim of a ``retrying`` task before its backoff ends."""
+    return Conflict(
+        f"task {task_id} may not be retried before {retry_at}",
+        code=RETRY_NOT_DUE,
+        details=[{"field": "retryAt", "message": retry_at}],
+    )

@@ -48,6 +48,8 @@ def cancel_unfinished_tasks(
 ) -> int:
     """Cancel every task of the run that has not finished; returns how many.
 
+    A worker still running one of them finds its claim gone: its result is refused.
+
     Called with the run row already locked (see the lock order above). A cancelled task
     counts in neither ``completedTasks`` nor ``failedTasks``.
     """
@@ -61,6 +63,8 @@ def cancel_unfinished_tasks(
         .values(
             status=TaskStatus.CANCELLED.value,
             updated_at=now,
+            lease_expires_at=None,
+            retry_at=None,
             completed_at=now,
             duration_ms=elapsed_ms_sql(conn.dialect.name, start=tasks.c.started_at, end=now),
         )
@@ -129,8 +133,9 @@ def update_run(
 
     Raises ``NotFound`` and the ``409 invalid_transition``. A move to a terminal status sets
     ``completed_at`` and ``duration_ms`` (from ``started_at``; null for a run that never
-    started); a move to ``running`` sets ``started_at``. Cancelling also cancels the run's
-    unfinished tasks in the same transaction; they count in neither counter.
+    started); a move to ``running`` sets ``started_at``. Finishing a run (completed, failed or
+    cancelled) cancels its unfinished tasks in the same transaction, so no task of a
+    finished run can start; they count in neither counter.
     """
     now = utcnow()
     with write_transaction(engine) as conn:
@@ -167,6 +172,6 @@ def update_run(
             .mappings()
             .one()
         )
-        if moves and status is RunStatus.CANCELLED:
+        if moves and status is not None and is_terminal_run(status):
             cancel_unfinished_tasks(conn, org_id=org_id, run_id=run_id, now=now)
         return row

@@ -80,11 +80,47 @@ tasks = sa.Table(
     sa.Column("started_at", TIMESTAMP_TYPE, nullable=True),
     sa.Column("completed_at", TIMESTAMP_TYPE, nullable=True),
     sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    # The logical queue; "defaulted" values yield to a worker's registered handler options.
+    sa.Column("queue", sa.String(64), nullable=False, server_default="default"),
+    sa.Column("queue_defaulted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("max_retries_defaulted", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The claim's lease (renewed by heartbeats); past it, the worker is taken as lost.
+    sa.Column("lease_expires_at", TIMESTAMP_TYPE, nullable=True),
+    # A retrying task's next attempt starts no earlier than this.
+    sa.Column("retry_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
     sa.Index("ix_tasks_run_created", "run_id", "created_at"),
     sa.Index("ix_tasks_run_status", "run_id", "status"),
     sa.Index("ix_tasks_parent", "parent_task_id"),
     sa.Index("ix_tasks_org_created", "org_id", "created_at"),
     sa.Index("ix_tasks_org_status_created", "org_id", "status", "created_at"),
+    sa.Index("ix_tasks_org_idempotency_key", "org_id", "idempotency_key", unique=True),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("org_id", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("queues", JSON_TYPE, nullable=False),
+    sa.Column("handlers", JSON_TYPE, nullable=False),
+    sa.Column("current_task_id", sa.String(64), nullable=True),
+    sa.Column("started_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("last_seen_at", TIMESTAMP_TYPE, nullable=False),
+)
+
+task_types = sa.Table(
+    "task_types",
+    metadata,
+    # The handler options that live workers declare for a task type (their @task options).
+    sa.Column("org_id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(255), primary_key=True),
+    sa.Column("queue", sa.String(64), nullable=False),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("timeout", sa.Float, nullable=True),
+    sa.Column("last_seen_at", TIMESTAMP_TYPE, nullable=False),
 )
 
 run_data = sa.Table(

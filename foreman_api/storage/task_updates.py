@@ -1,0 +1,290 @@
+"""SQL for changing tasks: the claim, fenced writes, leases, and the status machine.
+
+**The claim is the lock.** Every status change is one ``UPDATE … WHERE id = :id AND
+org_id = :org AND status IN (:allowed sources) … RETURNING *``: of two concurrent claims the
+database lets exactly one match. Only when nothing matched is the row read again, to tell
+``404`` from ``409`` and to recognise the idempotent repeat of a request whose response
+was lost.
+
+**Fencing.** Only a claim sets ``queue_job_id``. Any other write that carries a job id adds
+``AND status = 'running' AND queue_job_id = :job`` to its ``UPDATE``: a worker that lost
+its claim (its lease expired while it was paused, the task was cancelled or re-run
+elsewhere) changes nothing and gets ``409 stale_claim``. A terminal task is never changed.
+
+Counters on the run move by atomic increments in the same transaction as the task change,
+and a change that touches the run updates the **run row first**, then the task: the lock
+order shared with :mod:`foreman_api.storage.runs`, so a run cancel and a task completion
+never deadlock. If the task's compare-and-set then fails, raising rolls the counter back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from foreman_api.clock import as_utc, utcnow
+from foreman_api.domain.states import (
+    invalid_transition,
+    is_terminal_task,
+    retry_not_due,
+    stale_claim,
+    task_counter,
+    task_finished,
+    task_sources,
+    task_touches_run,
+)
+from foreman_api.errors import BadRequest
+from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
+from foreman_api.storage.engine import write_transaction
+from foreman_api.storage.rows import elapsed_ms_sql
+from foreman_api.storage.tables import runs, tasks
+from foreman_api.storage.tasks import get_task_row, task_not_found
+
+_BY_ID = (
+    tasks.c.id == sa.bindparam("p_task_id"),
+    tasks.c.org_id == sa.bindparam("p_org_id"),
+)
+_HELD_BY_JOB = (
+    tasks.c.status == TaskStatus.RUNNING.value,
+    tasks.c.queue_job_id == sa.bindparam("p_job_id"),
+)
+_UNFINISHED = tasks.c.status.not_in([s.value for s in TaskStatus if is_terminal_task(s)])
+_NOW = sa.bindparam("p_now", type_=tasks.c.updated_at.type)
+_RENEW_LEASE = (
+    tasks.update()
+    .where(*_BY_ID, *_HELD_BY_JOB)
+    .values(lease_expires_at=sa.bindparam("p_lease_expires_at", type_=tasks.c.updated_at.type))
+    .returning(tasks)
+)
+
+
+@lru_cache(maxsize=8)
+def _touch_run_statement(target: TaskStatus) -> sa.Update:
+    """The run-side UPDATE of a task's move to ``target`` (see :func:`touch_run`)."""
+    run_of_task = sa.select(tasks.c.run_id).where(*_BY_ID).scalar_subquery()
+    statement = runs.update().where(
+        runs.c.id == run_of_task, runs.c.org_id == sa.bindparam("p_org_id")
+    )
+    now = sa.bindparam("p_now", type_=runs.c.updated_at.type)
+    counter = task_counter(target)
+    if counter is not None:
+        return statement.values({counter: runs.c[counter] + 1, "updated_at": now})
+    return statement.where(runs.c.status == RunStatus.PENDING.value).values(
+        status=RunStatus.RUNNING.value, started_at=now, updated_at=now
+    )
+
+
+def touch_run(
+    conn: sa.Connection, *, org_id: str, task_id: uuid.UUID, target: TaskStatus, now: Any
+) -> None:
+    """Apply what the task's move does to its run, before the task itself changes.
+
+    ``completed``/``failed`` raise a counter: that locks the run row, so counter moves of
+    one run are serialised with each other and with a run PATCH (which locks the run, then
+    its tasks). A claim starts a run that is still ``pending``; once the run is running the
+    statement matches nothing, takes no lock, and claims of one run proceed in parallel.
+    """
+    if task_touches_run(target):
+        conn.execute(
+            _touch_run_statement(target), {"p_task_id": task_id, "p_org_id": org_id, "p_now": now}
+        )
+
+
+@lru_cache(maxsize=512)
+def transition_statement(
+    target: TaskStatus,
+    changed: tuple[str, ...],
+    dialect: str,
+    *,
+    fenced: bool = False,
+    lease_expired: bool = False,
+) -> sa.Update:
+    """The compare-and-set UPDATE moving a task to ``target`` and setting ``changed``.
+
+    Built once per shape; values are bound at execution: ``p_task_id``, ``p_org_id``,
+    ``p_now``, ``v_<column>`` per changed column, ``p_job_id`` when ``fenced`` (the write
+    applies only while that job holds the claim), and for ``retrying`` ``p_retry_at``.
+    ``lease_expired`` matches only a task whose lease ended before ``p_now``.
+    """
+    values: dict[str, Any] = {
+        name: sa.bindparam(f"v_{name}", type_=tasks.c[name].type) for name in changed
+    }
+    values["status"] = target.value
+    values["updated_at"] = _NOW
+    if target is not TaskStatus.RUNNING:
+        values["lease_expires_at"] = None
+        values["retry_at"] = None
+    if target is TaskStatus.QUEUED:
+        values["queued_at"] = _NOW
+    elif target is TaskStatus.RUNNING:
+        values["started_at"] = _NOW
+        values["retry_at"] = None
+    elif target is TaskStatus.RETRYING:
+        values["retry_count"] = tasks.c.retry_count + 1
+        values["retry_at"] = sa.bindparam("p_retry_at", type_=tasks.c.retry_at.type)
+    elif is_terminal_task(target):
+        values["completed_at"] = _NOW
+        values["duration_ms"] = elapsed_ms_sql(dialect, start=tasks.c.started_at, end=_NOW)
+    where = [*_BY_ID, tasks.c.status.in_([s.value for s in task_sources(target)])]
+    if target is TaskStatus.RUNNING:
+        # A retrying task waits out its backoff: claimed exactly when due, never earlier.
+        where.append(sa.or_(tasks.c.retry_at.is_(None), tasks.c.retry_at <= _NOW))
+    if fenced:
+        where.extend(_HELD_BY_JOB)
+    if lease_expired:
+        where.extend([tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_expires_at < _NOW])
+    return tasks.update().where(*where).values(values).returning(tasks)
+
+
+@lru_cache(maxsize=64)
+def _fields_statement(changed: tuple[str, ...], *, fenced: bool) -> sa.Update:
+    """UPDATE of fields without a status move: unfinished tasks only, fenced if asked."""
+    values: dict[str, Any] = {
+        name: sa.bindparam(f"v_{name}", type_=tasks.c[name].type) for name in changed
+    }
+    values["updated_at"] = _NOW
+    where = [*_BY_ID, _UNFINISHED, *(_HELD_BY_JOB if fenced else ())]
+    return tasks.update().where(*where).values(values).returning(tasks)
+
+
+def _check_options(
+    status: TaskStatus | None, lease_seconds: float | None, retry_delay: float | None
+) -> None:
+    if lease_seconds is not None and status is not TaskStatus.RUNNING:
+        raise BadRequest(
+            "leaseSeconds applies only to a claim (status 'running')",
+            details=[{"field": "leaseSeconds", "message": "only with status 'running'"}],
+        )
+    if retry_delay is not None and status is not TaskStatus.RETRYING:
+        raise BadRequest(
+            "retryDelay applies only to a move to 'retrying'",
+            details=[{"field": "retryDelay", "message": "only with status 'retrying'"}],
+        )
+
+
+def update_task(
+    engine: sa.Engine,
+    *,
+    org_id: str,
+    task_id: uuid.UUID,
+    status: TaskStatus | None,
+    changes: Mapping[str, Any],
+    lease_seconds: float | None = None,
+    retry_delay: float | None = None,
+) -> sa.RowMapping:
+    """Apply a PATCH: ``changes`` (column → value) and, if given, a status transition.
+
+    ``changes`` may hold ``queue_job_id``: with ``status`` running it is the claim's job id
+    (the only way it is ever set); otherwise it fences the write (see the module docstring).
+    Transitions set ``queued_at`` (→ queued) and ``started_at`` (→ running) to the time of
+    that move; a move to a terminal status sets ``completed_at`` and ``duration_ms``; each
+    move to ``retrying`` adds one to ``retry_count`` and sets ``retry_at`` to now plus
+    ``retry_delay``. A claim with ``lease_seconds`` holds a lease until renewed by
+    :func:`renew_lease`; leaving ``running`` ends it.
+    """
+    _check_options(status, lease_seconds, retry_delay)
+    now = utcnow()
+    values = dict(changes)
+    job_id: str | None = values.pop("queue_job_id", None)
+    params: dict[str, Any] = {f"v_{name}": value for name, value in values.items()}
+    params.update(p_task_id=task_id, p_org_id=org_id, p_now=now, p_job_id=job_id)
+    if status is TaskStatus.RUNNING:
+        lease = now + timedelta(seconds=lease_seconds) if lease_seconds is not None else None
+        values.update(queue_job_id=job_id, lease_expires_at=lease)
+        params.update(v_queue_job_id=job_id, v_lease_expires_at=lease)
+    if status is TaskStatus.RETRYING:
+        params["p_retry_at"] = now + timedelta(seconds=retry_delay or 0.0)
+    fenced = job_id is not None and status is not TaskStatus.RUNNING
+    try:
+        return _apply(engine, status, values, params, fenced=fenced)
+    except _NothingMatched as refused:
+        current = refused.current  # raised inside the transaction: a counter moved is undone
+    return _refused(current, task_id=task_id, status=status, job_id=job_id, now=now)
+
+
+class _NothingMatched(Exception):
+    def __init__(self, current: sa.RowMapping) -> None:
+        self.current = current
+
+
+def _apply(
+    engine: sa.Engine,
+    status: TaskStatus | None,
+    values: dict[str, Any],
+    params: dict[str, Any],
+    *,
+    fenced: bool,
+) -> sa.RowMapping:
+    """Run the PATCH's UPDATE; raise :class:`_NothingMatched` (rolling back) if it missed."""
+    org_id, task_id, now = params["p_org_id"], params["p_task_id"], params["p_now"]
+    with write_transaction(engine) as conn:
+        if status is None:
+            if not values:
+                return _current(conn, org_id=org_id, task_id=task_id)
+            statement = _fields_statement(tuple(sorted(values)), fenced=fenced)
+        else:
+            touch_run(conn, org_id=org_id, task_id=task_id, target=status, now=now)
+            statement = transition_statement(
+                status, tuple(sorted(values)), conn.dialect.name, fenced=fenced
+            )
+        row = conn.execute(statement, params).mappings().first()
+        if row is not None:
+            return row
+        raise _NothingMatched(_current(conn, org_id=org_id, task_id=task_id))
+
+
+def _refused(
+    current: sa.RowMapping,
+    *,
+    task_id: uuid.UUID,
+    status: TaskStatus | None,
+    job_id: str | None,
+    now: datetime,
+) -> sa.RowMapping:
+    """Why a write matched nothing: the repeat of a request that already landed (answered
+    with the task as it is), or the ``409`` that says what stands in the way."""
+    state = TaskStatus(current["status"])
+    same_job = job_id is not None and job_id == current["queue_job_id"]
+    if status is not None and state is status and same_job:
+        return current  # e.g. a claim or a completion retried after its response was lost
+    if status is TaskStatus.RUNNING:
+        retry_at = current["retry_at"]
+        if state is TaskStatus.RETRYING and retry_at is not None and as_utc(retry_at) > now:
+            raise retry_not_due(task_id, format_timestamp(retry_at))
+        raise invalid_transition("task", state, status)
+    if job_id is not None and not (state is TaskStatus.RUNNING and same_job):
+        raise stale_claim(task_id, job_id, status=current["status"], holder=current["queue_job_id"])
+    if status is None:
+        raise task_finished(task_id, state)
+    raise invalid_transition("task", state, status)
+
+
+def _current(conn: sa.Connection, *, org_id: str, task_id: uuid.UUID) -> sa.RowMapping:
+    row = get_task_row(conn, org_id=org_id, task_id=task_id)
+    if row is None:
+        raise task_not_found(task_id)
+    return row
+
+
+def renew_lease(
+    engine: sa.Engine, *, org_id: str, task_id: uuid.UUID, job_id: str, lease_seconds: float
+) -> sa.RowMapping:
+    """Extend the lease of a running task held by ``job_id``; ``409 stale_claim`` if it is not."""
+    now = utcnow()
+    params = {
+        "p_task_id": task_id,
+        "p_org_id": org_id,
+        "p_job_id": job_id,
+        "p_lease_expires_at": now + timedelta(seconds=lease_seconds),
+    }
+    with write_transaction(engine) as conn:
+        row = conn.execute(_RENEW_LEASE, params).mappings().first()
+        if row is not None:
+            return row
+        current = _current(conn, org_id=org_id, task_id=task_id)
+    raise stale_claim(task_id, job_id, status=current["status"], holder=current["queue_job_id"])
