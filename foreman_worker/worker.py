@@ -28,24 +28,48 @@ short lock.
 
 A SIGKILLed worker's task is therefore back on a queue within lease + reap interval (about
 12 s) and runs on a live worker, or fails as ``WorkerLost`` when out of retries.
+
+**Redis outages** are waited out. RQ's loop quits on the first Redis error outside its
+dequeue (a heartbeat, the bookkeeping around a job); every Redis step of this worker's loop
+instead logs one line, waits with capped backoff until Redis answers PING
+(:func:`wait_for_redis`) and carries on. The job in hand runs once: a Redis error before it
+starts delays it, one after it only costs RQ bookkeeping (the outcome is already recorded
+through the API, the source of truth). The background threads skip their turn while Redis
+is away.
+
+**Shutdown.** The first SIGTERM/SIGINT stops the taking of jobs; the running task may finish
+within ``FOREMAN_WORKER_SHUTDOWN_GRACE`` (recorded in :mod:`foreman_worker.shutdown`, which
+also bounds the API client's retries). When the grace runs out, or on a second signal, the
+worker exits at once with one log line and :data:`~foreman_worker.shutdown.FORCED_EXIT_STATUS`,
+leaving the task to be recovered.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import FrameType
+from typing import Any, Final, TypeVar
 
+import redis
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
+from rq.executions import Execution
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.timeouts import BaseDeathPenalty
+from rq.utils import now
 from rq.worker import WorkerStatus
 
+from foreman_worker import shutdown
 from foreman_worker.settings import WorkerSettings
 
 log = logging.getLogger("foreman_worker.worker")
@@ -58,6 +82,50 @@ WORKER_TTL = 20
 """RQ blocks on the queues for WORKER_TTL - 15 s at a time: short, so stop requests and
 maintenance are handled promptly by an idle worker."""
 MAINTENANCE_INTERVAL = 60
+REDIS_WAIT_MAX = 1.0
+"""Longest pause between two PINGs while the worker waits for Redis to come back."""
+DUPLICATE_SIGNAL_SECONDS = 1.0
+"""A second stop signal this soon after the first is the same request delivered twice (a
+terminal's Ctrl+C reaching a process group and a process manager's SIGTERM), not a demand
+to exit at once."""
+
+REDIS_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""Redis cannot be reached (or is still loading its data): wait for it."""
+_REDIS_REFUSALS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+"""ConnectionErrors that waiting does not cure."""
+
+T = TypeVar("T")
+
+
+def wait_for_redis(
+    connection: Redis,
+    message: str,
+    *,
+    stop: Callable[[], bool] | None = None,
+    max_wait: float = REDIS_WAIT_MAX,
+) -> bool:
+    """Block until ``connection`` answers PING again: log ``message`` once, then retry with
+    backoff from 0.1 s up to ``max_wait``; log once more when Redis is back.
+
+    Returns True once Redis answers, False as soon as ``stop()`` is true (checked before
+    each PING). A refused password or permission is raised: waiting would not help.
+    """
+    log.warning("%s; waiting for it", message)
+    started = time.monotonic()
+    delay = min(0.1, max_wait)
+    while True:
+        if stop is not None and stop():
+            return False
+        try:
+            connection.ping()
+        except _REDIS_REFUSALS:
+            raise
+        except REDIS_ERRORS:
+            time.sleep(delay)
+            delay = min(delay * 2, max_wait)
+            continue
+        log.info("Redis answers again (after %.1fs)", time.monotonic() - started)
+        return True
 
 
 class NoDeathPenalty(BaseDeathPenalty):
@@ -74,6 +142,7 @@ class ForemanWorker(SimpleWorker):
     """An RQ SimpleWorker with a renewed short lease on the running job and a reaper."""
 
     death_penalty_class = NoDeathPenalty
+    max_connection_wait_time = REDIS_WAIT_MAX  # RQ's own wait inside its dequeue
 
     def __init__(
         self,
@@ -96,15 +165,183 @@ class ForemanWorker(SimpleWorker):
         self._stop_threads = threading.Event()
         self._threads: list[threading.Thread] = []
         self._scheduler = RQScheduler(self.queue_names(), connection=connection)
+        self._registered = False
+        self._watchdog: threading.Timer | None = None
 
     def _set_ip_address(self, connection: Redis) -> None:
         # RQ parses CLIENT INFO; some Redis-compatible servers (fakeredis' TCP server, used by
         # the demo when no Redis runs) answer in a shape redis-py cannot parse. The address is
-        # informational only, so such a server must not stop the worker from starting.
+        # informational only, so such a server (or a Redis that just went away) must not stop
+        # the worker from starting.
         try:
             super()._set_ip_address(connection)
-        except ValueError:
+        except (ValueError, *REDIS_ERRORS):
             self.ip_address = "unknown"
+
+    # ---- Redis outages -------------------------------------------------------------------
+
+    def _with_redis(self, doing: str, step: Callable[[], T]) -> T:
+        """Run one Redis step of the loop; on an outage wait for Redis and run it again.
+
+        A stop request ends the wait with StopRequested, which ends RQ's loop.
+        """
+        while True:
+            try:
+                return step()
+            except _REDIS_REFUSALS:
+                raise
+            except REDIS_ERRORS as exc:
+                message = f"worker {self.name}: Redis unavailable while {doing} ({exc})"
+                if shutdown.requested() or not wait_for_redis(
+                    self.connection, message, stop=shutdown.requested
+                ):
+                    log.info("worker %s: stopping while Redis is unavailable", self.name)
+                    raise StopRequested from exc
+
+    def _bookkeeping(self, doing: str, step: Callable[[], object], job: Job | None = None) -> None:
+        """RQ's records after a job ran: waited for through a Redis outage, skipped when
+        the worker is stopping or ``job`` is gone from Redis (restarted without its data).
+
+        They never fail the job or stop the worker: the task's outcome is in the API.
+        """
+        try:
+            if job is not None and not self._with_redis(doing, partial(self._known, job)):
+                log.info(
+                    "worker %s: job %s is gone from Redis (restarted or flushed); "
+                    "RQ has nothing to record",
+                    self.name,
+                    job.id,
+                )
+                self.executions.clear()
+                return
+            self._with_redis(doing, step)
+        except StopRequested:
+            log.info("worker %s: RQ's records of the last job were not updated", self.name)
+        except Exception:
+            log.exception("worker %s: RQ's records of the last job were not updated", self.name)
+
+    def _known(self, job: Job) -> bool:
+        return bool(self.connection.hexists(job.key, "status"))
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        self._with_redis("starting", partial(super().bootstrap, *args, **kwargs))
+
+    def register_birth(self) -> None:
+        if self._registered:  # an attempt cut short by Redis may have registered us already
+            self.connection.delete(self.key)
+        self._registered = True
+        super().register_birth()  # type: ignore[no-untyped-call]
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._with_redis("checking for suspension", partial(super().check_for_suspension, burst))
+
+    def run_maintenance_tasks(self) -> None:
+        self._with_redis("cleaning registries", super().run_maintenance_tasks)
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        dequeue = super().dequeue_job_and_maintain_ttl
+        return self._with_redis("waiting for a job", partial(dequeue, timeout, max_idle_time))
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:  # only queued on the pipeline: its owner sends it
+            super().heartbeat(timeout, pipeline)
+            return
+        self._with_redis("sending its heartbeat", partial(super().heartbeat, timeout))
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """RQ's ``perform_job``, with Redis outages waited out before and after the job.
+
+        RQ's own turns a Redis error in the bookkeeping around the job into a failure of
+        the job, or quits. Here the job runs exactly once; RQ's records wait for Redis
+        (:meth:`_bookkeeping`).
+        """
+        prepare = partial(self.prepare_job_execution, job, len(self.queues) == 1)
+        self._with_redis("starting a job", prepare)
+        job.started_at = now()
+        try:
+            return_value = job.perform()
+        except BaseException:
+            failure = partial(self._finalize_failure, job, queue, execution, sys.exc_info())
+            self._bookkeeping("recording a failed job", failure, job)
+            return False
+        success = partial(self._finalize_success, job, queue, execution, return_value)
+        self._bookkeeping("recording a finished job", success, job)
+        return True
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, REDIS_ERRORS):  # one line, not a traceback, for an outage
+            log.warning(
+                "worker %s: job %s stopped on a Redis error (%s); the database still holds "
+                "its task, which will be put back on a queue",
+                self.name,
+                job.id,
+                error,
+            )
+            return
+        super().handle_exception(job, *exc_info)
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        if isinstance(exc, redis.exceptions.ConnectionError):  # the main loop logs outages
+            log.debug("worker %s: pubsub: %s", self.name, exc)
+            time.sleep(REDIS_WAIT_MAX)
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+
+    # ---- shutdown ------------------------------------------------------------------------
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """First SIGTERM/SIGINT: take no new job; let the running one finish within the grace."""
+        grace = self.settings.worker_shutdown_grace
+        shutdown.request(grace)
+        self._shutdown_requested_date = now()
+        signal.signal(signal.SIGINT, self.request_force_stop)
+        signal.signal(signal.SIGTERM, self.request_force_stop)
+        self._watchdog = threading.Timer(grace, self._grace_expired)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        name = signal.Signals(signum).name
+        self._stop_requested = True  # RQ's loop checks it between jobs
+        if self.get_state() != WorkerStatus.BUSY:
+            log.info("worker %s: %s received; exiting", self.name, name)
+            raise StopRequested
+        log.info(
+            "worker %s: %s received; finishing %s first (at most %gs), then exiting; "
+            "signal again to exit at once",
+            self.name,
+            name,
+            self._task_in_hand() or "the current job",
+            grace,
+        )
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """A second signal: exit now, leaving the task in hand to be recovered."""
+        first = self._shutdown_requested_date
+        if first is not None and (now() - first).total_seconds() < DUPLICATE_SIGNAL_SECONDS:
+            return
+        name = signal.Signals(signum).name
+        shutdown.exit_now(f"worker {self.name}: second {name}; exiting now{self._leaving()}")
+
+    def _grace_expired(self) -> None:
+        grace = self.settings.worker_shutdown_grace
+        shutdown.exit_now(
+            f"worker {self.name}: shutdown grace of {grace:g}s ran out; exiting now"
+            f"{self._leaving()}"
+        )
+
+    def _task_in_hand(self) -> str | None:
+        with self._active_lock:
+            active = self._active
+        if active is None:
+            return None
+        job = active[0]
+        return f"task {job.args[0]}" if job.args else f"job {job.id}"
+
+    def _leaving(self) -> str:
+        task = self._task_in_hand()
+        return f", leaving {task} unfinished (it will be recovered)" if task else ""
 
     # ---- lease ---------------------------------------------------------------------------
 
@@ -113,7 +350,7 @@ class ForemanWorker(SimpleWorker):
         return math.ceil(self.settings.worker_lease)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
+        execution = self._with_redis("starting a job", partial(self._prepare, job))
         with self._active_lock:
             self._active = (job, execution)
         try:
@@ -121,7 +358,11 @@ class ForemanWorker(SimpleWorker):
         finally:
             with self._active_lock:
                 self._active = None
-        self.set_state(WorkerStatus.IDLE)
+        self._bookkeeping("finishing a job", partial(self.set_state, WorkerStatus.IDLE))
+
+    def _prepare(self, job: Job) -> Execution:
+        self.executions.clear()  # one job at a time: drop what an interrupted try left
+        return self.prepare_execution(job)
 
     def renew_lease(self) -> None:
         """Renew the running job's lease (called by the heartbeat thread)."""
@@ -217,9 +458,16 @@ class ForemanWorker(SimpleWorker):
         while not self._stop_threads.wait(interval):
             try:
                 step()
+            except REDIS_ERRORS as exc:  # the main loop reports outages; skip this turn
+                log.debug("worker %s: %s: %s", self.name, threading.current_thread().name, exc)
             except Exception:
                 log.exception("worker %s: %s failed", self.name, threading.current_thread().name)
 
     def teardown(self) -> None:
         self.stop_threads()
-        super().teardown()  # type: ignore[no-untyped-call]
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "worker %s: Redis unavailable at exit, not deregistered (%s)", self.name, exc
+            )
