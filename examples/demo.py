@@ -1,10 +1,11 @@
 """The README's run command: the order pipeline end to end on embedded defaults.
 
-Migrates a fresh SQLite database under ``.foreman/``, creates a client key and a worker key
-(with no rate limit: a worker spends two requests per task), starts ``foreman-api serve``
-and one ``foreman-worker``, submits an order, waits for its tasks and prints the run's tasks
-and data. Uses the Redis at ``FOREMAN_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``)
-when it answers, otherwise an embedded fakeredis server, and says which.
+Migrates a fresh SQLite database under ``.foreman/`` (or ``$FOREMAN_DEMO_DIR``), creates a
+client key and a worker key (with no rate limit: a worker spends two requests per task),
+starts ``foreman-api serve`` and one ``foreman-worker``, submits an order, waits for its
+tasks and prints the run's tasks and data. Uses the Redis at ``FOREMAN_REDIS_URL`` (when
+unset, ``redis://127.0.0.1:6379/0``) if it answers, otherwise an embedded fakeredis server,
+and says which.
 
     python examples/demo.py
 """
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -33,7 +35,8 @@ from foreman_api.storage.engine import create_engine  # noqa: E402
 from foreman_api.storage.migrate import upgrade  # noqa: E402
 from foreman_worker import ForemanClient, RetryPolicy  # noqa: E402
 
-DATABASE = REPO / ".foreman" / "demo.db"
+DATABASE = Path(os.environ.get("FOREMAN_DEMO_DIR") or REPO / ".foreman") / "demo.db"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEADLINE_SECONDS = 90
 
 
@@ -48,9 +51,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_url() -> Iterator[str]:
-    """The configured Redis if it answers, else an embedded fakeredis server."""
-    url = os.environ.get("FOREMAN_REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_url(configured: str | None) -> Iterator[str]:
+    """The configured (else the default) Redis if it answers, else an embedded fakeredis."""
+    url = configured or DEFAULT_REDIS_URL
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
         say(f"using Redis at {url}")
@@ -102,68 +105,99 @@ def wait_for_api(api_url: str, proc: subprocess.Popen[bytes]) -> None:
 
 def print_run(client: ForemanClient, run_id: str) -> None:
     run = client.get_run(run_id).unwrap()
-    print(f"\nrun {run.id}: {run.status.value}, {run.completed_tasks}/{run.total_tasks} tasks "
-          f"completed, {run.failed_tasks} failed, {run.duration_ms} ms")
+    print(
+        f"\nrun {run.id}: {run.status.value}, {run.completed_tasks}/{run.total_tasks} tasks "
+        f"completed, {run.failed_tasks} failed, {run.duration_ms} ms"
+    )
     print(f"\n{'task':<16} {'status':<10} {'tries':>5}  {'parent':<10} output")
     tasks = client.list_tasks(run_id=run_id, sort_order="asc").unwrap().data
     short = {task.id: str(task.id)[:8] for task in tasks}
     for task in tasks:
         parent = short.get(task.parent_task_id, "-") if task.parent_task_id else "-"
-        print(f"{task.type:<16} {task.status.value:<10} {task.retry_count + 1:>5}  "
-              f"{parent:<10} {task.output_data}")
+        print(
+            f"{task.type:<16} {task.status.value:<10} {task.retry_count + 1:>5}  "
+            f"{parent:<10} {task.output_data}"
+        )
     print(f"\n{'run data key':<22} {'tags':<22} value")
     for entry in client.query_run_data(run_id, include_all=True, sort_order="asc").unwrap().data:
         print(f"{entry.key:<22} {','.join(entry.tags):<22} {entry.value}")
     charged = client.query_run_data_by_tags(run_id, ["charged", "shipped"], "any").unwrap()
     print(f"\nrun data tagged charged or shipped: {sorted(e.key for e in charged)}")
     prefixed = client.query_run_data(run_id, key_starts_with=["customer-"], tags=["v1.0"])
-    print(f"run data with prefix 'customer-' and tag v1.0: "
-          f"{[e.key for e in prefixed.unwrap().data]}")
+    print(
+        f"run data with prefix 'customer-' and tag v1.0: {[e.key for e in prefixed.unwrap().data]}"
+    )
 
 
 def main() -> None:
-    DATABASE.parent.mkdir(exist_ok=True)
+    DATABASE.parent.mkdir(parents=True, exist_ok=True)
     for leftover in DATABASE.parent.glob(f"{DATABASE.name}*"):
         leftover.unlink()
     database_url = f"sqlite:///{DATABASE}"
     engine = create_engine(database_url, pool_size=1)
     upgrade(engine)
-    client_key, _ = issue_key(engine, env="dev", org_id="demo", name="demo-client",
-                              permissions=["runs:*", "tasks:*", "rundata:*"])
-    worker_key, _ = issue_key(engine, env="dev", org_id="demo", name="demo-worker",
-                              permissions=["tasks:*", "rundata:*", "runs:read"],
-                              rate_limit="unlimited")
+    demo_key = partial(issue_key, engine, env="dev", org_id="demo")
+    client_key, _ = demo_key(name="demo-client", permissions=["runs:*", "tasks:*", "rundata:*"])
+    worker_key, _ = demo_key(
+        name="demo-worker",
+        permissions=["tasks:*", "rundata:*", "runs:read"],
+        rate_limit="unlimited",
+    )
     engine.dispose()
-    say(f"migrated {DATABASE.relative_to(REPO)} and created a client key and a worker key")
+    shown = DATABASE.relative_to(REPO) if DATABASE.is_relative_to(REPO) else DATABASE
+    say(f"migrated {shown} and created a client key and a worker key")
 
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
-    # One API process: its rate-limit counters can live in memory, so it needs no Redis.
-    os.environ.pop("FOREMAN_REDIS_URL", None)
-    with redis_url() as redis_address, process(
-        "foreman-api",
-        ["-m", "foreman_api.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        {"FOREMAN_DATABASE_URL": database_url},
-    ) as api, ForemanClient(api_url, client_key) as client:
+    # One API process: its rate-limit counters can live in memory, so it needs no Redis;
+    # take the setting out of the environment it inherits, but use it for the worker.
+    configured_redis = os.environ.pop("FOREMAN_REDIS_URL", None)
+    with (
+        redis_url(configured_redis) as redis_address,
+        process(
+            "foreman-api",
+            ["-m", "foreman_api.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            {"FOREMAN_DATABASE_URL": database_url},
+        ) as api,
+        ForemanClient(api_url, client_key) as client,
+    ):
         wait_for_api(api_url, api)
         say(f"API at {api_url}")
-        worker_env = {"FOREMAN_API_URL": api_url, "FOREMAN_API_KEY": worker_key,
-                      "FOREMAN_REDIS_URL": redis_address}
+        worker_env = {
+            "FOREMAN_API_URL": api_url,
+            "FOREMAN_API_KEY": worker_key,
+            "FOREMAN_REDIS_URL": redis_address,
+        }
         os.environ["FOREMAN_REDIS_URL"] = redis_address
-        with process("foreman-worker",
-                     ["-m", "foreman_worker.cli", "--app", "examples.order_pipeline",
-                      "--log-level", "WARNING"],
-                     worker_env):
-            order = Order(order_id="order-123", customer_id="c-42", email="user@example.com",
-                          lines=[OrderLine(sku="book", quantity=2, unit_price_cents=1250),
-                                 OrderLine(sku="pen", quantity=3, unit_price_cents=199)])
+        with process(
+            "foreman-worker",
+            [
+                "-m",
+                "foreman_worker.cli",
+                "--app",
+                "examples.order_pipeline",
+                "--log-level",
+                "WARNING",
+            ],
+            worker_env,
+        ):
+            order = Order(
+                order_id="order-123",
+                customer_id="c-42",
+                email="user@example.com",
+                lines=[
+                    OrderLine(sku="book", quantity=2, unit_price_cents=1250),
+                    OrderLine(sku="pen", quantity=3, unit_price_cents=199),
+                ],
+            )
             run, first = start_order(client, order)
             say(f"run {run.id}: submitted validate-order {first.id}")
             finished = wait_for_tasks(client, str(run.id))
             summary = {"tasks": {t.type: t.status.value for t in finished}}
             ok = all(t.status.value == "completed" for t in finished)
-            client.update_run(run.id, status=RunStatus.COMPLETED if ok else RunStatus.FAILED,
-                              output_data=summary).unwrap()
+            client.update_run(
+                run.id, status=RunStatus.COMPLETED if ok else RunStatus.FAILED, output_data=summary
+            ).unwrap()
         print_run(client, str(run.id))
     if not ok:
         raise SystemExit(1)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the API on each storage backend, and API keys to call it with."""
+"""Shared fixtures: the API on each storage backend, API keys to call it with, and the
+session's own Redis server."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from foreman_api.settings import Settings
 from foreman_api.storage.engine import create_engine
 from foreman_api.storage.migrate import upgrade
 from foreman_api.storage.tables import metadata
-from tests.services import throwaway_postgres_database
+from tests.services import RedisServer, private_redis_server, throwaway_postgres_database
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -25,6 +26,23 @@ BACKENDS = ["sqlite", "postgres"]
 def postgres_url() -> Iterator[str]:
     with throwaway_postgres_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this session alone, on a free port; killed at the end.
+
+    Use ``redis_server.url(db)``, or ``restart()`` / ``stop()`` / ``start()`` to inject faults
+    (it comes back empty on the same port). Most tests want ``redis_url`` instead.
+    """
+    with private_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """An empty database on the session's Redis that no other test is handed."""
+    return redis_server.fresh_url()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

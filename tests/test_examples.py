@@ -7,23 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
-
-from tests.services import redis_db_url
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_REDIS_DB = 12
 
 
 @pytest.mark.integration
-def test_demo_runs_the_order_pipeline_to_completion(tmp_path: Path) -> None:
-    redis_url = redis_db_url(DEMO_REDIS_DB)
-    try:
-        result = _run_demo(redis_url, tmp_path)
-    finally:
-        redis.Redis.from_url(redis_url).flushdb()  # db 12 belongs to this test alone
+def test_demo_runs_the_order_pipeline_to_completion(redis_url: str, tmp_path: Path) -> None:
+    result = _run_demo(redis_url, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
+    assert f"demo: using Redis at {redis_url}" in out  # the session's own, not a default
     assert "3/3 tasks completed, 0 failed" in out
     # charge-payment fails once and succeeds on its retry
     charge = next(line for line in out.splitlines() if line.startswith("charge-payment"))
@@ -36,7 +29,12 @@ def _run_demo(redis_url: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "examples/demo.py"],
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "FOREMAN_REDIS_URL": redis_url, "HOME": str(home)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FOREMAN_REDIS_URL": redis_url,
+            "FOREMAN_DEMO_DIR": str(home / "demo"),
+            "HOME": str(home),
+        },
         capture_output=True,
         text=True,
         timeout=150,

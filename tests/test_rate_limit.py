@@ -13,28 +13,18 @@ import redis
 from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from foreman_api.settings import RateLimit, parse_rate_limit
 from tests.conftest import Api
-from tests.services import redis_db_url
-
-REDIS_DB = 14
-"""This module's Redis database; every test also uses its own key namespace in it."""
 
 RUNS = "/api/v1/runs"
 
 
 @pytest.fixture
-def redis_namespace() -> Iterator[tuple[str, str]]:
-    """(Redis URL, a namespace unique to this test); deletes the namespace's keys after."""
-    url = redis_db_url(REDIS_DB)
+def redis_namespace(redis_url: str) -> Iterator[tuple[str, str]]:
+    """(an empty Redis database of this test's own, a namespace); after the test, every key
+    in the database must be in the namespace."""
     namespace = f"foreman-test:{uuid.uuid4().hex}"
-    yield url, namespace
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        assert not list(client.scan_iter(match=f"{namespace}:*"))
-    finally:
-        client.close()
+    yield redis_url, namespace
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        assert [k for k in client.scan_iter() if not k.startswith(f"{namespace}:")] == []
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import uuid
@@ -12,23 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 import sqlalchemy as sa
 
 from foreman_api.storage.engine import create_engine
-from tests.services import redis_db_url
+from tests.services import free_port, stop_process
 from tests.test_cli import _command, cli_env
 
 pytestmark = pytest.mark.integration
 
-REDIS_DB = 14
 ORG = "rate-limit-processes"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -75,13 +66,12 @@ def _wait_ready(server: Server, deadline: float) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
     """Two API processes on one database and one Redis namespace; all torn down after."""
     if request.param == "postgres":
         database_url = str(request.getfixturevalue("postgres_url"))
     else:
         database_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    redis_url = redis_db_url(REDIS_DB)
     namespace = f"foreman-test:{uuid.uuid4().hex}"
     env = cli_env(
         database_url,
@@ -93,7 +83,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     try:
         cluster.cli("migrate")
         for n in range(2):
-            port = _free_port()
+            port = free_port()
             log = tmp_path / f"server-{n}.log"
             with log.open("wb") as sink:
                 process = subprocess.Popen(
@@ -110,20 +100,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         yield cluster
     finally:
         for server in cluster.servers:
-            server.process.terminate()
-        for server in cluster.servers:
-            try:
-                server.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait(timeout=10)
-        client = redis.Redis.from_url(redis_url)
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+            stop_process(server.process)
         if request.param == "postgres":
             engine = create_engine(database_url, pool_size=1)
             with engine.begin() as conn:

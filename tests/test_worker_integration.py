@@ -1,6 +1,6 @@
 """The worker end to end: a real API server, real Redis, real ``foreman-worker`` processes.
 
-Redis database 13 of the test server is this module's own; it is flushed before and after.
+Each test gets an empty database of the session's own Redis (the ``redis_url`` fixture).
 The two-API test also makes a throwaway PostgreSQL database, dropped afterwards.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,32 +26,15 @@ from foreman_api.schemas import Run, Task, TaskStatus
 from foreman_api.storage import tables
 from foreman_api.storage.engine import create_engine
 from foreman_worker import ForemanClient, enqueue, submit
-from tests.services import redis_db_url, throwaway_postgres_database
+from tests.services import free_port, stop_process, throwaway_postgres_database
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-REDIS_DB = 13
 QUEUE = "itest"
 APP = "tests.worker_apps.handlers"
 TERMINAL = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 10) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(wait)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @dataclass
@@ -96,18 +78,8 @@ class ApiServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop(self.process)
+            stop_process(self.process)
             self.process = None
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    url = redis_db_url(REDIS_DB)
-    conn = redis.Redis.from_url(url)
-    conn.flushdb()
-    yield url
-    conn.flushdb()
-    conn.close()
 
 
 def prepare_database(env: dict[str, str], org: str = "itest", rate_limit: str = "unlimited") -> str:
@@ -162,8 +134,15 @@ class Workers:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, count: int = 1) -> None:
+        """Start ``count`` workers and wait until each listens on its queue.
+
+        RQ installs its signal handlers right after it logs that; until then a SIGTERM
+        kills a worker that is still starting (slow on a loaded machine) instead of
+        stopping it."""
+        started: list[tuple[subprocess.Popen[bytes], Path]] = []
         for _ in range(count):
-            log = (self.log_dir / f"worker-{len(self.processes)}.log").open("ab")
+            path = self.log_dir / f"worker-{len(self.processes)}.log"
+            log = path.open("ab")
             self.processes.append(
                 subprocess.Popen(
                     [
@@ -181,16 +160,20 @@ class Workers:
                     stderr=subprocess.STDOUT,
                 )
             )
-        time.sleep(1.5)
-        for process in self.processes:
-            assert process.poll() is None, self.logs()
+            started.append((self.processes[-1], path))
+        deadline = time.monotonic() + 30
+        for process, path in started:
+            while "Listening on" not in path.read_text(errors="replace"):
+                assert process.poll() is None, self.logs()
+                assert time.monotonic() < deadline, f"a worker did not start:\n{self.logs()}"
+                time.sleep(0.05)
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
     def stop(self) -> None:
         for process in self.processes:
-            stop(process, signal.SIGTERM)
+            stop_process(process)
 
 
 @pytest.fixture
