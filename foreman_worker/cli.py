@@ -110,7 +110,7 @@ def import_apps(modules: Sequence[str]) -> None:
 
 def check_redis(settings: WorkerSettings) -> redis.Redis:
     """A connection to Redis, once it answers: a Redis that is down is waited for."""
-    from foreman_worker.worker import REDIS_ERRORS, wait_for_redis
+    from foreman_worker.worker import REDIS_ERRORS, REDIS_REFUSALS, wait_for_redis
 
     try:
         connection = redis.Redis.from_url(settings.redis_url)
@@ -120,6 +120,8 @@ def check_redis(settings: WorkerSettings) -> redis.Redis:
     try:
         try:
             probe.ping()
+        except REDIS_REFUSALS:
+            raise
         except REDIS_ERRORS as exc:
             message = f"cannot reach Redis at {settings.redis_url} ({exc})"
             wait_for_redis(probe, message, max_wait=STARTUP_REDIS_MAX_WAIT)

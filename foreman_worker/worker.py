@@ -91,7 +91,7 @@ to exit at once."""
 
 REDIS_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 """Redis cannot be reached (or is still loading its data): wait for it."""
-_REDIS_REFUSALS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+REDIS_REFUSALS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 """ConnectionErrors that waiting does not cure."""
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ def wait_for_redis(
             return False
         try:
             connection.ping()
-        except _REDIS_REFUSALS:
+        except REDIS_REFUSALS:
             raise
         except REDIS_ERRORS:
             time.sleep(delay)
@@ -188,7 +188,7 @@ class ForemanWorker(SimpleWorker):
         while True:
             try:
                 return step()
-            except _REDIS_REFUSALS:
+            except REDIS_REFUSALS:
                 raise
             except REDIS_ERRORS as exc:
                 message = f"worker {self.name}: Redis unavailable while {doing} ({exc})"
