@@ -63,7 +63,10 @@ def stop_process(
 
 
 def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, have the child get SIGTERM when the test process dies, even by SIGKILL."""
+    """On Linux, have the child get SIGTERM when the test process dies, even by SIGKILL.
+
+    Linux sends it when the *thread* that started the child ends, so start servers from a
+    thread that outlives them (the main thread, as fixtures do)."""
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
@@ -108,7 +111,10 @@ class RedisServer:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        """Start on the port of the last run, or on a free port the first time."""
+        """Start on the port of the last run, or on a free port the first time.
+
+        On Linux the server gets SIGTERM when the calling thread ends: call this from a
+        thread that outlives the server, not from a short-lived helper thread."""
         if self.running:
             raise RuntimeError(f"the test Redis on port {self.port} is already running")
         attempts = 1 if self.port else 5  # a free port can be taken before we bind it
