@@ -48,8 +48,11 @@ class NewKey:
 
 def generate_key(env: str) -> NewKey:
     secret = f"{KEY_PREFIX}_{env}_{secrets.token_urlsafe(32)}"
-    return NewKey(secret=secret, prefix=secret[: len(KEY_PREFIX) + len(env) + 2 + 6],
-                  key_hash=hash_key(secret))
+    return NewKey(
+        secret=secret,
+        prefix=secret[: len(KEY_PREFIX) + len(env) + 2 + 6],
+        key_hash=hash_key(secret),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,7 @@ class Principal:
 
     def allows(self, permission: Permission) -> bool:
         resource = permission.value.split(":", 1)[0]
-        return bool(
-            {Permission.ALL.value, f"{resource}:*", permission.value} & self.permissions
-        )
+        return bool({Permission.ALL.value, f"{resource}:*", permission.value} & self.permissions)
 
     def require(self, permission: Permission) -> None:
         if not self.allows(permission):
@@ -81,9 +82,7 @@ def validate_permissions(names: list[str]) -> list[str]:
     known = {p.value for p in Permission}
     for name in names:
         if name not in known:
-            raise ValueError(
-                f"unknown permission {name!r}; known: {', '.join(sorted(known))}"
-            )
+            raise ValueError(f"unknown permission {name!r}; known: {', '.join(sorted(known))}")
     return sorted(set(names))
 
 
@@ -118,9 +117,7 @@ class Authenticator:
             return cached[1], cached[2]
         return None
 
-    def _lookup(
-        self, key_hash: str
-    ) -> tuple[key_storage.ApiKeyRecord | None, Principal | None]:
+    def _lookup(self, key_hash: str) -> tuple[key_storage.ApiKeyRecord | None, Principal | None]:
         cached = self._cached(key_hash)
         if cached is not None:
             return cached
@@ -197,11 +194,7 @@ def _check_record(
     now: datetime,
 ) -> Principal:
     """The key's principal; ``Unauthorized`` unless ``record`` is the live key of ``key_hash``."""
-    if (
-        record is None
-        or principal is None
-        or not hmac.compare_digest(record.key_hash, key_hash)
-    ):
+    if record is None or principal is None or not hmac.compare_digest(record.key_hash, key_hash):
         raise Unauthorized("invalid API key", code="invalid_api_key")
     if record.revoked_at is not None:
         raise Unauthorized("this API key has been revoked", code="key_revoked")

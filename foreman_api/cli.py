@@ -53,9 +53,7 @@ def _engine() -> sa.Engine:
 
 def _require_migrated(engine: sa.Engine) -> None:
     if pending_revision(engine) is not None:
-        raise CliError(
-            "the database schema is not up to date: run `foreman-api migrate` first"
-        )
+        raise CliError("the database schema is not up to date: run `foreman-api migrate` first")
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:

@@ -22,6 +22,8 @@ from foreman_api.schemas import (
     ErrorDetail,
     Health,
     Page,
+    ReconcileRequest,
+    Reconciliation,
     Run,
     RunCreate,
     RunData,
@@ -31,8 +33,11 @@ from foreman_api.schemas import (
     RunUpdate,
     Task,
     TaskCreate,
+    TaskHeartbeat,
     TaskStatus,
     TaskUpdate,
+    Worker,
+    WorkerRegistration,
 )
 from foreman_worker.result import (
     INVALID_REQUEST,
@@ -228,6 +233,9 @@ def create_task(
     parent_task_id: Id | None = None,
     metadata: Mapping[str, Any] | None = None,
     max_retries: int | None = None,
+    queue: str | None = None,
+    status: TaskStatus | str = TaskStatus.PENDING,
+    idempotency_key: str | None = None,
 ) -> Call[Task]:
     body = _body(
         TaskCreate,
@@ -237,8 +245,13 @@ def create_task(
         parent_task_id=UNSET if parent_task_id is None else _id(parent_task_id, "parent_task_id"),
         metadata=_unset_if_none(metadata),
         max_retries=_unset_if_none(max_retries),
+        queue=_unset_if_none(queue),
+        status=UNSET if status == TaskStatus.PENDING else _enum(TaskStatus, status, "status"),
+        idempotency_key=_unset_if_none(idempotency_key),
     )
-    return Call("POST", f"{API_PREFIX}/tasks", _parse_model(Task), body=body, creates=True)
+    # With an idempotency key a create may be sent again safely, like any update.
+    creates = idempotency_key is None
+    return Call("POST", f"{API_PREFIX}/tasks", _parse_model(Task), body=body, creates=creates)
 
 
 def get_task(task_id: Id) -> Call[Task]:
@@ -253,6 +266,8 @@ def update_task(
     error_data: Any = UNSET,
     metadata: Mapping[str, Any] | Unset | None = UNSET,
     queue_job_id: str | Unset | None = UNSET,
+    lease_seconds: float | Unset = UNSET,
+    retry_delay: float | Unset = UNSET,
 ) -> Call[Task]:
     path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}"
     if status is not UNSET:
@@ -264,8 +279,67 @@ def update_task(
         error_data=error_data,
         metadata=metadata,
         queue_job_id=queue_job_id,
+        lease_seconds=lease_seconds,
+        retry_delay=retry_delay,
     )
     return Call("PATCH", path, _parse_model(Task), body=body)
+
+
+def heartbeat_task(task_id: Id, *, queue_job_id: str, lease_seconds: float) -> Call[Task]:
+    path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}/heartbeat"
+    body = _body(TaskHeartbeat, queue_job_id=queue_job_id, lease_seconds=lease_seconds)
+    return Call("POST", path, _parse_model(Task), body=body)
+
+
+def reconcile_tasks(
+    *, after: Id | None = None, limit: int = 500, grace_seconds: float = 5.0
+) -> Call[Reconciliation]:
+    body = _body(
+        ReconcileRequest,
+        after=UNSET if after is None else _id(after, "after"),
+        limit=limit,
+        grace_seconds=grace_seconds,
+    )
+    return Call("POST", f"{API_PREFIX}/reconcile", _parse_model(Reconciliation), body=body)
+
+
+# ---- workers ---------------------------------------------------------------------------
+
+
+def _worker_path(worker_id: str) -> str:
+    if not isinstance(worker_id, str) or not 0 < len(worker_id) <= 255 or "/" in worker_id:
+        raise InvalidRequest(f"worker_id must be 1-255 characters without '/': {worker_id!r}")
+    return f"{API_PREFIX}/workers/{worker_id}"
+
+
+def register_worker(
+    worker_id: str,
+    *,
+    queues: Iterable[str],
+    handlers: Iterable[Mapping[str, Any]],
+    hostname: str | None = None,
+    pid: int | None = None,
+    current_task_id: Id | None = None,
+) -> Call[Worker]:
+    body = _body(
+        WorkerRegistration,
+        queues=list(queues),
+        handlers=list(handlers),
+        hostname=_unset_if_none(hostname),
+        pid=_unset_if_none(pid),
+        current_task_id=UNSET
+        if current_task_id is None
+        else _id(current_task_id, "current_task_id"),
+    )
+    return Call("PUT", _worker_path(worker_id), _parse_model(Worker), body=body)
+
+
+def list_workers() -> Call[Page[Worker]]:
+    return Call("GET", f"{API_PREFIX}/workers", _parse_model(Page[Worker]))
+
+
+def delete_worker(worker_id: str) -> Call[int]:
+    return Call("DELETE", _worker_path(worker_id), _parse_deleted)
 
 
 def list_tasks(

@@ -25,6 +25,7 @@ T = TypeVar("T")
 RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 # Retried for a call that creates something: the server says it did not process it.
 CREATE_RETRY_STATUSES: Final = frozenset({429, 503})
+WARNING_HEADER: Final = "Foreman-Warning"
 # Failures that prove the request never reached the server.
 _UNSENT_ERRORS: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -57,7 +58,9 @@ def attempt_from_response(call: Call[T], response: httpx.Response) -> Attempt[T]
     status = response.status_code
     if 200 <= status < 300 or status in call.also_ok:
         try:
-            return Attempt(Result.ok(call.parse(response.content)), False, call.label)
+            warnings = tuple(response.headers.get_list(WARNING_HEADER))
+            result = Result.ok(call.parse(response.content), warnings)
+            return Attempt(result, False, call.label)
         except ValidationError as exc:
             if status in call.also_ok:
                 pass  # not the expected body after all: read it as an error below

@@ -11,14 +11,24 @@ shared by both classes; they only do the I/O and the waiting between retries.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 import httpx
 import tenacity
 
-from foreman_api.schemas import Health, Page, Run, RunData, RunStatus, Task, TaskStatus
+from foreman_api.schemas import (
+    Health,
+    Page,
+    Reconciliation,
+    Run,
+    RunData,
+    RunStatus,
+    Task,
+    TaskStatus,
+    Worker,
+)
 from foreman_worker import _calls, _responses
 from foreman_worker._async_client import AsyncForemanClient
 from foreman_worker._calls import (
@@ -177,6 +187,9 @@ class ForemanClient(ClientBase):
         parent_task_id: Id | None = None,
         metadata: Mapping[str, Any] | None = None,
         max_retries: int | None = None,
+        queue: str | None = None,
+        status: TaskStatus | str = TaskStatus.PENDING,
+        idempotency_key: str | None = None,
     ) -> Result[Task]:
         """Create a task in a run (``max_retries`` None: the server's default, 3)."""
         return self._call(
@@ -187,6 +200,9 @@ class ForemanClient(ClientBase):
             parent_task_id=parent_task_id,
             metadata=metadata,
             max_retries=max_retries,
+            queue=queue,
+            status=status,
+            idempotency_key=idempotency_key,
         )
 
     def get_task(self, task_id: Id) -> Result[Task]:
@@ -202,6 +218,8 @@ class ForemanClient(ClientBase):
         error_data: Any = UNSET,
         metadata: Mapping[str, Any] | Unset | None = UNSET,
         queue_job_id: str | Unset | None = UNSET,
+        lease_seconds: float | Unset = UNSET,
+        retry_delay: float | Unset = UNSET,
     ) -> Result[Task]:
         """Change a task; an illegal status transition is a ``409`` (code ``conflict``)."""
         return self._call(
@@ -212,7 +230,56 @@ class ForemanClient(ClientBase):
             error_data=error_data,
             metadata=metadata,
             queue_job_id=queue_job_id,
+            lease_seconds=lease_seconds,
+            retry_delay=retry_delay,
         )
+
+    def heartbeat_task(
+        self, task_id: Id, *, queue_job_id: str, lease_seconds: float
+    ) -> Result[Task]:
+        """Renew the lease of a task claimed by ``queue_job_id`` (``409 stale_claim`` if lost)."""
+        return self._call(
+            _calls.heartbeat_task, task_id, queue_job_id=queue_job_id, lease_seconds=lease_seconds
+        )
+
+    def reconcile_tasks(
+        self, *, after: Id | None = None, limit: int = 500, grace_seconds: float = 5.0
+    ) -> Result[Reconciliation]:
+        """Recover tasks whose lease expired; one page of tasks that should be queued."""
+        return self._call(
+            _calls.reconcile_tasks, after=after, limit=limit, grace_seconds=grace_seconds
+        )
+
+    # ---- workers -------------------------------------------------------------------------
+
+    def register_worker(
+        self,
+        worker_id: str,
+        *,
+        queues: Iterable[str],
+        handlers: Iterable[Mapping[str, Any]],
+        hostname: str | None = None,
+        pid: int | None = None,
+        current_task_id: Id | None = None,
+    ) -> Result[Worker]:
+        """Register (or heartbeat) a worker: its queues, handlers and current task."""
+        return self._call(
+            _calls.register_worker,
+            worker_id,
+            queues=queues,
+            handlers=handlers,
+            hostname=hostname,
+            pid=pid,
+            current_task_id=current_task_id,
+        )
+
+    def list_workers(self) -> Result[Page[Worker]]:
+        """The organisation's live workers."""
+        return self._call(_calls.list_workers)
+
+    def delete_worker(self, worker_id: str) -> Result[int]:
+        """Deregister a worker; the number removed (0 or 1)."""
+        return self._call(_calls.delete_worker, worker_id)
 
     def list_tasks(
         self,

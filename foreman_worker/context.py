@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
@@ -27,6 +28,7 @@ from redis import Redis
 from foreman_api.schemas import Page, RunData, Task
 from foreman_worker._async_client import AsyncForemanClient
 from foreman_worker.enqueue import submit
+from foreman_worker.queues import Namespace
 
 if TYPE_CHECKING:
     from foreman_worker.client import ForemanClient
@@ -83,12 +85,16 @@ class TaskContext:
         client: ForemanClient,
         connection: Redis | None = None,
         async_client: AsyncForemanClient | None = None,
+        namespace: Namespace | None = None,
     ) -> None:
         self.task = task
         self.client = client
         self.connection = connection
+        self.namespace = namespace
         self._given_async_client = async_client
         self._made_async_client: tuple[AsyncForemanClient, asyncio.AbstractEventLoop] | None = None
+        self._spawned = 0
+        self._spawn_lock = threading.Lock()
         self.logger = TaskLogger(
             _logger,
             {"task_id": str(task.id), "run_id": str(task.run_id), "task_type": task.type},
@@ -210,7 +216,12 @@ class TaskContext:
         max_retries: int | None = None,
         metadata: dict[str, JsonValue] | None = None,
     ) -> Task:
-        """Create a child task of this one (same run, ``parentTaskId`` set) and enqueue it."""
+        """Create a child task of this one (same run, ``parentTaskId`` set) and enqueue it.
+
+        The n-th spawn of an attempt carries the idempotency key ``spawn:<task id>:<n>``: a
+        retried attempt that spawns the same children in the same order gets the tasks the
+        earlier attempt made, not duplicates.
+        """
         return self._submit(self.client, type, input_data, queue, max_retries, metadata)
 
     async def aspawn(
@@ -284,6 +295,9 @@ class TaskContext:
         max_retries: int | None,
         metadata: dict[str, JsonValue] | None,
     ) -> Task:
+        with self._spawn_lock:
+            self._spawned += 1
+            key = f"spawn:{self.task_id}:{self._spawned}"
         return submit(
             self.run_id,
             type,
@@ -294,6 +308,8 @@ class TaskContext:
             max_retries=max_retries,
             metadata=metadata,
             connection=self.connection,
+            idempotency_key=key,
+            namespace=self.namespace,
         )
 
     def __repr__(self) -> str:

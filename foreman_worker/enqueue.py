@@ -3,50 +3,67 @@
 The queue message is the task ID and nothing else. The RQ job calls the runner by its
 import path (:data:`RUN_TASK`), so a process that only enqueues never imports handlers.
 
-**No second copy of a waiting ID.** :func:`enqueue` first sets the marker key
-``foreman:enqueued:<task id>`` with ``SET NX`` (one atomic Redis command) and only the caller
-that created the marker pushes a job; everyone else gets ``None`` back. The runner deletes
-the marker as the first thing it does when the job starts, so once a job is running the
-task can be enqueued again (for a retry, or a re-run after a worker was lost). The marker
-expires after a day plus any delay, so a queue emptied by hand cannot block a task for ever.
+**The database decides, Redis carries.** :func:`submit` creates the task already ``queued``
+in one API call (with an idempotency key, so a retried or repeated submit makes one task),
+then enqueues its id. If the process dies in between, or Redis loses the job later, the
+reconciler in ``foreman-worker`` puts the task back on its queue from the database.
+
+**At most one waiting job per task, atomically.** The marker ``foreman:enqueued:<task id>``
+names the job waiting for the task. :func:`enqueue` watches the marker and, in one Redis
+transaction, sets it and saves and pushes the job; it does nothing while the marker names
+a job that is still waiting. A marker whose job is gone (Redis lost it, a worker died
+holding it) does not block: the next enqueue replaces it. The runner removes the marker
+(only if it names its own job) when the job starts.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import math
+import time
 import uuid
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import JsonValue
-from redis import Redis
+from redis import Redis, RedisError, WatchError
 from rq import Callback, Queue
+from rq.job import JobStatus
 
 from foreman_api.schemas import Task, TaskStatus
-from foreman_worker.registry import DEFAULT_QUEUE, QUEUE_NAME, registry
+from foreman_worker.queues import Namespace
+from foreman_worker.registry import QUEUE_NAME, registry
 from foreman_worker.settings import load_settings
 
 if TYPE_CHECKING:
+    from redis.client import Pipeline
+
     from foreman_worker.client import ForemanClient
+
+log = logging.getLogger("foreman_worker.enqueue")
 
 RUN_TASK = "foreman_worker.runner.run_task"
 """Import path of the RQ job function."""
 ON_JOB_FAILURE = "foreman_worker.runner.on_job_failure"
-"""Import path of the RQ failure callback (also called for abandoned jobs)."""
-MARKER_PREFIX = "foreman:enqueued:"
+"""Import path of the RQ failure callback."""
 MARKER_TTL = 24 * 3600
-JOB_FAILURE_TTL = 7 * 24 * 3600
-"""Seconds RQ keeps a job the runner could not handle at all (API unreachable for minutes)."""
-
-
-def marker_key(task_id: str) -> str:
-    return f"{MARKER_PREFIX}{task_id}"
+JOB_FAILURE_TTL = 24 * 3600
+"""Seconds RQ keeps a job the runner could not handle at all (for inspection)."""
+WAITING = frozenset({JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.DEFERRED.value})
+"""Job statuses that mean "still going to run"; any other, or no job, means lost."""
 
 
 @functools.cache
 def default_connection() -> Redis:
     """The process's Redis connection, from ``FOREMAN_REDIS_URL``."""
     return Redis.from_url(load_settings().redis_url)
+
+
+@functools.cache
+def default_namespace() -> Namespace:
+    """The process's Redis namespace, from ``FOREMAN_QUEUE_PREFIX``."""
+    return Namespace(load_settings().queue_prefix)
 
 
 @functools.cache
@@ -60,44 +77,101 @@ def default_client() -> ForemanClient:
 
 
 def enqueue(
-    task_id: str | uuid.UUID,
+    task: Task | str | uuid.UUID,
     *,
-    queue: str = DEFAULT_QUEUE,
+    queue: str | None = None,
     connection: Redis | None = None,
     delay: float | None = None,
+    at_front: bool = False,
+    client: ForemanClient | None = None,
+    namespace: Namespace | None = None,
 ) -> str | None:
-    """Queue a task by ID. Returns the RQ job id, or ``None`` if the task was already waiting.
+    """Queue a task. Returns the RQ job id, or ``None`` if a job for it is already waiting.
 
-    ``delay`` (seconds) schedules the job instead (RQ's ScheduledJobRegistry); a running
-    ``foreman-worker`` on that queue moves it to the queue when it is due.
+    ``task`` is a :class:`Task` (as ``create_task`` returns it) or a task id, which is then
+    looked up through ``client`` to learn its organisation and queue. ``queue`` overrides
+    the task's queue. ``delay`` (seconds) schedules the job; a running ``foreman-worker``
+    moves it to the queue when it is due. ``at_front`` puts it ahead of waiting jobs.
     """
-    task_id = str(uuid.UUID(str(task_id)))
-    if not QUEUE_NAME.fullmatch(queue):
-        raise ValueError(f"bad queue name {queue!r}")
-    conn = connection if connection is not None else default_connection()
-    job_id = uuid.uuid4().hex
+    if not isinstance(task, Task):
+        api = client if client is not None else default_client()
+        task = api.get_task(str(uuid.UUID(str(task)))).unwrap()
+    target = queue if queue is not None else task.queue
+    if not QUEUE_NAME.fullmatch(target):
+        raise ValueError(f"bad queue name {target!r}")
+    names = namespace if namespace is not None else default_namespace()
+    return put_on_queue(
+        connection if connection is not None else default_connection(),
+        task_id=str(task.id),
+        rq_queue=names.queue(task.org_id, target),
+        marker=names.marker(str(task.id)),
+        delay=delay,
+        at_front=at_front,
+    )
+
+
+def put_on_queue(
+    conn: Redis,
+    *,
+    task_id: str,
+    rq_queue: str,
+    marker: str,
+    delay: float | None = None,
+    at_front: bool = False,
+) -> str | None:
+    """Atomically push a job for ``task_id`` unless one is waiting; its id, or None."""
     wait = max(delay or 0.0, 0.0)
-    if not conn.set(marker_key(task_id), job_id, nx=True, ex=MARKER_TTL + int(wait)):
-        return None
-    options: dict[str, Any] = {
-        "job_id": job_id,
-        "result_ttl": 0,
-        "failure_ttl": JOB_FAILURE_TTL,
-        "on_failure": Callback(ON_JOB_FAILURE),
-        "description": f"foreman task {task_id}",
-    }
-    rq_queue = Queue(queue, connection=conn)
-    try:
-        if wait > 0:
-            rq_queue.enqueue_in(
-                timedelta(seconds=wait), RUN_TASK, task_id, job_timeout=-1, **options
-            )
-        else:
-            rq_queue.enqueue_call(RUN_TASK, args=(task_id,), timeout=-1, **options)
-    except BaseException:
-        conn.delete(marker_key(task_id))
-        raise
-    return job_id
+    rq = Queue(rq_queue, connection=conn)
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(marker)  # type: ignore[no-untyped-call]
+                current = pipe.get(marker)
+                if current is not None and job_is_waiting(pipe, text(current), rq_queue):
+                    return None
+                job_id = uuid.uuid4().hex
+                job = rq.create_job(
+                    RUN_TASK,
+                    args=(task_id,),
+                    job_id=job_id,
+                    timeout=-1,
+                    result_ttl=0,
+                    failure_ttl=JOB_FAILURE_TTL,
+                    on_failure=Callback(ON_JOB_FAILURE),
+                    description=f"foreman task {task_id}",
+                )
+                pipe.multi()
+                pipe.set(marker, job_id, ex=MARKER_TTL + int(wait))
+                if wait > 0:
+                    job.enqueue_at_front = at_front
+                    # RQ keeps due times in whole seconds, rounded down: round up instead,
+                    # or the job would come before the retry is due.
+                    due = math.ceil(time.time() + wait)
+                    rq.schedule_job(job, datetime.fromtimestamp(due, UTC), pipe)
+                else:
+                    rq.enqueue_job(job, pipeline=pipe, at_front=at_front)
+                pipe.execute()
+                return job_id
+            except WatchError:
+                continue  # the marker changed under us: look again
+
+
+def job_is_waiting(conn: Redis | Pipeline, job_id: str, rq_queue: str) -> bool:
+    """Whether job ``job_id`` exists, still waits to run, and on queue ``rq_queue``."""
+    status, origin = conn.hmget(f"rq:job:{job_id}", ["status", "origin"])
+    return is_waiting_job(status, origin, rq_queue)
+
+
+def is_waiting_job(status: bytes | str | None, origin: bytes | str | None, rq_queue: str) -> bool:
+    """Whether a job hash's ``status`` and ``origin`` say it waits to run on ``rq_queue``."""
+    if status is None or origin is None:
+        return False  # no such job: Redis lost it
+    return text(status) in WAITING and text(origin) == rq_queue
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def submit(
@@ -111,17 +185,22 @@ def submit(
     max_retries: int | None = None,
     metadata: dict[str, JsonValue] | None = None,
     connection: Redis | None = None,
+    idempotency_key: str | None = None,
+    namespace: Namespace | None = None,
 ) -> Task:
-    """Create a task through the API, mark it ``queued`` and enqueue it; return the Task.
+    """Create a task through the API, ``queued``, and enqueue it; return the Task.
 
-    ``queue`` and ``max_retries`` default to the registered handler's options when this
-    process knows the handler, else to ``"default"`` and the API's default.
+    ``queue`` and ``max_retries`` default to the handler's ``@task`` options: this process's
+    if it imported the handler, else those a live worker registered with the API. Pass an
+    ``idempotency_key`` to make calling ``submit`` again (after an error, a crash, a
+    timeout) safe: the same key returns the task made the first time. If Redis cannot be
+    reached the task is still created; the workers' reconciler queues it.
     Raises :class:`~foreman_worker.errors.ApiError` when the API refuses.
     """
     api = client if client is not None else default_client()
     handler = registry.get(type)
-    if queue is None:
-        queue = handler.queue if handler is not None else DEFAULT_QUEUE
+    if queue is None and handler is not None:
+        queue = handler.queue
     if max_retries is None and handler is not None:
         max_retries = handler.max_retries
     created = api.create_task(
@@ -131,8 +210,16 @@ def submit(
         parent_task_id=str(parent_task_id) if parent_task_id is not None else None,
         metadata=metadata,
         max_retries=max_retries,
-    ).unwrap()
-    # queued before it is on the queue: a worker may claim it the moment it is pushed
-    queued = api.update_task(str(created.id), status=TaskStatus.QUEUED).unwrap()
-    enqueue(str(created.id), queue=queue, connection=connection)
-    return queued
+        queue=queue,
+        status=TaskStatus.QUEUED,
+        idempotency_key=idempotency_key or f"submit:{uuid.uuid4().hex}",
+    )
+    task = created.unwrap()
+    for warning in created.warnings:
+        log.warning("task %s (%s): %s", task.id, type, warning)
+    if task.status is TaskStatus.QUEUED:
+        try:
+            enqueue(task, connection=connection, namespace=namespace)
+        except RedisError as exc:  # the task is safe in the database; a reconciler queues it
+            log.warning("task %s created but not enqueued (%s); the reconciler will", task.id, exc)
+    return task

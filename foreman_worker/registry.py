@@ -132,8 +132,7 @@ def _inspect_signature(type_: str, func: Callable[..., Any]) -> tuple[bool, type
     ]
     if required_kw or not 1 <= len(positional) <= 2:
         raise RegistrationError(
-            f"task {type_!r}: a handler takes (ctx) or (ctx, data), "
-            f"not {func.__name__}{signature}"
+            f"task {type_!r}: a handler takes (ctx) or (ctx, data), not {func.__name__}{signature}"
         )
     if len(positional) == 1:
         return False, None

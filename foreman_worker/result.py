@@ -72,6 +72,8 @@ class Result(Generic[T]):
     success: bool
     data: T | None = None
     error: ApiErrorInfo | None = None
+    warnings: tuple[str, ...] = ()
+    """The server's ``Foreman-Warning`` headers, e.g. that no live worker serves a type."""
 
     def __post_init__(self) -> None:
         if self.success == (self.error is not None):
@@ -80,9 +82,9 @@ class Result(Generic[T]):
             raise ValueError("a failed Result carries no data")
 
     @classmethod
-    def ok(cls, data: T) -> Result[T]:
-        """A successful result carrying ``data``."""
-        return cls(True, data, None)
+    def ok(cls, data: T, warnings: tuple[str, ...] = ()) -> Result[T]:
+        """A successful result carrying ``data`` (and the server's warnings, if any)."""
+        return cls(True, data, None, warnings)
 
     @classmethod
     def fail(cls, error: ApiErrorInfo) -> Result[T]:

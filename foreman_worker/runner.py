@@ -2,50 +2,62 @@
 
 Per job (the job's only argument is the task ID)::
 
-    clear the enqueue marker → claim (PATCH running + queueJobId) ─409─▶ skip
+    release the enqueue marker → claim (PATCH running + queueJobId + leaseSeconds)
+        ─409─▶ skip (finished, cancelled, held by another job; not due: scheduled again)
         → handler by type ─unknown─▶ failed
         → input model ─invalid─▶ failed
-        → handler(ctx[, data]) under its timeout
+        → handler(ctx[, data]) under its timeout, its lease renewed meanwhile
         → completed + outputData ─non-JSON─▶ failed
-        ╰─ exception ─▶ retrying + re-enqueue after backoff   (retries left, retryable)
-                     ╰▶ failed                                 (otherwise)
+        ╰─ exception ─▶ retrying (retryAt = now + backoff), queued again for then
+                     ╰▶ failed                                 (no retries left, or final)
 
+Every write after the claim carries the job id: the API records it only while this job
+still holds the claim (fencing). A worker that was paused past its lease, or whose task was
+cancelled, finds its write refused, discards the result and says so in one log line.
 Every API call uses the client's patient retry policy, so an API restart costs time, not
-results. :func:`on_job_failure` is the RQ failure callback: RQ calls it for a job whose
-worker stopped renewing its lease (an *abandoned* job), and it moves the task on —
-``retrying`` and re-enqueued at once, or ``failed`` with ``type: "WorkerLost"``.
+results. Lost workers are not handled here: their leases expire in the database and the
+reconciler (:mod:`foreman_worker.reconciler`) moves their tasks on.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import random
-import signal
 import threading
 import time
 import traceback as tb_module
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
-from redis import Redis
+from redis import Redis, RedisError, WatchError
 from rq import get_current_job
-from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from foreman_api.schemas import TERMINAL_TASK_STATUSES, Json, Task, TaskStatus
+from foreman_api.schemas import Json, Task, TaskStatus
+from foreman_worker import shutdown
+from foreman_worker._retry import RetryPolicy
 from foreman_worker.context import TaskContext
-from foreman_worker.enqueue import default_connection, enqueue, marker_key
+from foreman_worker.enqueue import (
+    default_connection,
+    default_namespace,
+    enqueue,
+    put_on_queue,
+    text,
+)
 from foreman_worker.errors import Fail, Retry
-from foreman_worker.registry import DEFAULT_QUEUE, Backoff, Registry, TaskHandler, registry
+from foreman_worker.lease import LeaseKeeper
+from foreman_worker.queues import Namespace
+from foreman_worker.registry import Backoff, Registry, TaskHandler, registry
 from foreman_worker.result import ApiErrorInfo, Result
+from foreman_worker.settings import load_settings
+from foreman_worker.timeouts import call_with_timeout
 
 if TYPE_CHECKING:
     from foreman_worker.client import ForemanClient
@@ -58,6 +70,9 @@ DEFER_DELAY = 30.0
 """Seconds before a job whose claim could not reach the API is tried again."""
 FINAL_WRITE_DEADLINE = 600.0
 """How long the runner keeps trying to record an outcome (the handler already ran)."""
+NOT_DUE_MARGIN = 0.05
+"""Seconds added to a not-yet-due retry's wait, so the next claim does not come early."""
+RETRY_NOT_DUE = "retry_not_due"
 _JSON = TypeAdapter(Json)
 _NON_RETRYABLE_API = frozenset({400, 401, 403, 404, 413})
 
@@ -69,6 +84,8 @@ class Outcome(StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     SKIPPED = "skipped"
+    DISCARDED = "discarded"
+    """The attempt ran but had lost its claim: its result was refused and dropped."""
     DEFERRED = "deferred"
 
 
@@ -103,11 +120,6 @@ class Failure:
         }
 
 
-class _AlarmTimeout(BaseException):
-    """Raised by SIGALRM inside a sync handler; a BaseException so ``except Exception``
-    in user code cannot swallow it."""
-
-
 def backoff_delay(backoff: Backoff, retry_number: int, rand: Callable[[], float]) -> float:
     """Wait before retry ``retry_number``: uniform in [ceiling/2, ceiling] (jitter)."""
     ceiling = backoff.ceiling(retry_number)
@@ -121,6 +133,22 @@ class Runtime:
     client: ForemanClient
     connection: Redis
     registry: Registry = field(default_factory=lambda: registry)
+    namespace: Namespace = field(default_factory=default_namespace)
+    lease_seconds: float = 10.0
+    heartbeat_interval: float = 2.0
+    heartbeat_client: ForemanClient | None = None
+    """Renews leases; short retries, so a renewal never outlives the lease it renews."""
+    _lease: LeaseKeeper | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lease(self) -> LeaseKeeper:
+        if self._lease is None:
+            self._lease = LeaseKeeper(
+                self.heartbeat_client or self.client,
+                lease_seconds=self.lease_seconds,
+                interval=self.heartbeat_interval,
+            )
+        return self._lease
 
 
 _runtime: Runtime | None = None
@@ -133,15 +161,28 @@ def configure(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
-def runner_client() -> ForemanClient:
-    """A client from the environment with the runner's patient retry policy."""
-    from foreman_worker.client import ForemanClient, RetryPolicy
-    from foreman_worker.settings import load_settings
+def runner_client(*, retry: RetryPolicy | None = None, timeout: float = 10.0) -> ForemanClient:
+    """A client from the environment, by default with the runner's patient retry policy."""
+    from foreman_worker.client import ForemanClient
 
     settings = load_settings()
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    return ForemanClient(
-        settings.api_url, key, retry=RetryPolicy.patient(120.0, initial_wait=0.2, max_wait=5.0)
+    patient = RetryPolicy.patient(120.0, initial_wait=0.2, max_wait=5.0)
+    return ForemanClient(settings.api_url, key, retry=retry or patient, timeout=timeout)
+
+
+def runtime_from_settings(connection: Redis, registry: Registry = registry) -> Runtime:
+    """The runtime ``foreman-worker`` (and plain ``rq worker``) runs jobs with."""
+    settings = load_settings()
+    interval = settings.worker_heartbeat_interval
+    return Runtime(
+        client=runner_client(),
+        connection=connection,
+        registry=registry,
+        namespace=Namespace(settings.queue_prefix),
+        lease_seconds=settings.worker_lease,
+        heartbeat_interval=interval,
+        heartbeat_client=runner_client(retry=RetryPolicy(attempts=2), timeout=interval),
     )
 
 
@@ -150,7 +191,7 @@ def get_runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = Runtime(client=runner_client(), connection=default_connection())
+            _runtime = runtime_from_settings(default_connection())
         return _runtime
 
 
@@ -161,8 +202,8 @@ def run_task(task_id: str) -> str:
     """The RQ job function (enqueued by import path). Returns the outcome's name."""
     job = get_current_job()
     job_id = job.id if job is not None else f"direct-{uuid.uuid4().hex}"
-    origin = job.origin if job is not None else DEFAULT_QUEUE
-    return Runner(get_runtime()).run(task_id, job_id=job_id, queue=origin).value
+    origin = job.origin if job is not None else ""
+    return Runner(get_runtime()).run(task_id, job_id=job_id, rq_queue=origin).value
 
 
 def on_job_failure(
@@ -172,15 +213,11 @@ def on_job_failure(
     exc_value: BaseException | None,
     traceback: TracebackType | None,
 ) -> None:
-    """RQ failure callback. Only abandoned jobs (worker lost) need anything from us: the
-    runner itself never lets a handler's exception reach RQ."""
-    if not (exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError)):
-        return
-    if not job.args:
-        return
-    task_id = str(job.args[0])
-    log.warning("job %s for task %s was abandoned by its worker", job.id, task_id)
-    Runner(get_runtime()).recover_lost(task_id, job_id=job.id, queue=job.origin)
+    """RQ failure callback. The runner never lets a handler's exception reach RQ, so a
+    failed job is one RQ gave up on (abandoned, stuck): the task's lease in the database
+    and the reconciler take care of the task, and there is nothing to do here."""
+    if job.args:
+        log.info("RQ gave up on job %s of task %s (%s)", job.id, job.args[0], exc_type)
 
 
 # ---- the runner --------------------------------------------------------------------------
@@ -190,18 +227,26 @@ class Runner:
     """Runs one job at a time for one process; stateless between jobs."""
 
     def __init__(self, runtime: Runtime, *, rand: Callable[[], float] = random.random) -> None:
+        self.runtime = runtime
         self.client = runtime.client
         self.connection = runtime.connection
         self.registry = runtime.registry
+        self.namespace = runtime.namespace
         self.rand = rand
 
-    def run(self, task_id: str, *, job_id: str, queue: str = DEFAULT_QUEUE) -> Outcome:
+    def run(self, task_id: str, *, job_id: str, rq_queue: str = "") -> Outcome:
         # From here on the task may be enqueued again (a retry, a re-run after a crash).
-        self.connection.delete(marker_key(task_id))
-        claim = self.client.update_task(task_id, status=TaskStatus.RUNNING, queue_job_id=job_id)
+        release_marker(self.connection, self.namespace.marker(task_id), job_id)
+        claim = self.client.update_task(
+            task_id,
+            status=TaskStatus.RUNNING,
+            queue_job_id=job_id,
+            lease_seconds=self.runtime.lease_seconds,
+        )
         if not claim.success:
-            return self._claim_failed(task_id, queue, claim)
+            return self._claim_failed(task_id, rq_queue, claim)
         task = claim.unwrap()
+        attempt = Attempt(task, job_id)
         handler = self.registry.get(task.type)
         if handler is None:
             failure = Failure(
@@ -209,38 +254,46 @@ class Runner:
                 f"no handler is registered for task type {task.type!r} on this worker",
                 retryable=False,
             )
-            return self._fail(task, failure, queue)
+            return self._fail(attempt, failure)
         prepared = self._prepare_input(handler, task)
         if isinstance(prepared, Failure):
-            return self._fail(task, prepared, queue)
-        ctx = TaskContext(task, client=self.client, connection=self.connection)
+            return self._fail(attempt, prepared)
+        ctx = TaskContext(
+            task, client=self.client, connection=self.connection, namespace=self.namespace
+        )
         started = time.monotonic()
         try:
-            value = self._call(handler, ctx, prepared)
+            with self.runtime.lease.hold(str(task.id), job_id):
+                value = self._call(handler, ctx, prepared)
         except Retry as exc:
             failure = Failure.from_exception(exc)
-            return self._fail(task, _replace_delay(failure, exc.delay), handler.queue)
+            return self._fail(attempt, _replace_delay(failure, exc.delay), handler)
         except Fail as exc:
-            return self._fail(task, Failure.from_exception(exc, retryable=False), handler.queue)
-        except (_AlarmTimeout, TimeoutError) as exc:
+            return self._fail(attempt, Failure.from_exception(exc, retryable=False), handler)
+        except TimeoutError as exc:
             message = str(exc) or f"task exceeded its timeout of {handler.timeout:g}s"
             failure = Failure.from_exception(exc)
             failure = Failure("TimeoutError", message, True, failure.traceback)
-            return self._fail(task, failure, handler.queue)
+            return self._fail(attempt, failure, handler)
         except Exception as exc:
-            return self._fail(task, Failure.from_exception(exc), handler.queue)
+            return self._fail(attempt, Failure.from_exception(exc), handler)
         except SystemExit as exc:  # sys.exit() in a handler must not end the worker
-            return self._fail(task, Failure.from_exception(exc), handler.queue)
+            return self._fail(attempt, Failure.from_exception(exc), handler)
         log.debug("task %s ran in %.3fs", task_id, time.monotonic() - started)
         output = _to_json(value)
         if isinstance(output, Failure):
-            return self._fail(task, output, handler.queue)
-        return self._complete(task, output, handler.queue)
+            return self._fail(attempt, output, handler)
+        return self._complete(attempt, output, handler)
 
     # ---- steps ---------------------------------------------------------------------------
 
-    def _claim_failed(self, task_id: str, queue: str, claim: Result[Task]) -> Outcome:
+    def _claim_failed(self, task_id: str, rq_queue: str, claim: Result[Task]) -> Outcome:
         error = _error_of(claim)
+        if error.code == RETRY_NOT_DUE and rq_queue:
+            delay = _seconds_until(error) + NOT_DUE_MARGIN
+            log.info("task %s is not due for %.2fs yet; scheduled for then", task_id, delay)
+            self._requeue(task_id, rq_queue, delay=delay)
+            return Outcome.DEFERRED
         if error.status == 409:
             log.info("task %s skipped: %s", task_id, error.message)
             return Outcome.SKIPPED
@@ -250,8 +303,19 @@ class Runner:
         if error.status in _NON_RETRYABLE_API:
             raise error.to_exception()
         log.error("claim of task %s failed (%s); trying again in %gs", task_id, error, DEFER_DELAY)
-        enqueue(task_id, queue=queue, connection=self.connection, delay=DEFER_DELAY)
+        if rq_queue:
+            self._requeue(task_id, rq_queue, delay=DEFER_DELAY)
         return Outcome.DEFERRED
+
+    def _requeue(self, task_id: str, rq_queue: str, *, delay: float) -> None:
+        put_on_queue(
+            self.connection,
+            task_id=task_id,
+            rq_queue=rq_queue,
+            marker=self.namespace.marker(task_id),
+            delay=delay,
+            at_front=True,
+        )
 
     def _prepare_input(self, handler: TaskHandler, task: Task) -> object:
         if handler.input_model is None:
@@ -273,120 +337,153 @@ class Runner:
             )
 
     def _call(self, handler: TaskHandler, ctx: TaskContext, data: object) -> object:
+        """The handler under its timeout (:mod:`foreman_worker.timeouts`): when this returns
+        or raises ``TimeoutError``, none of the handler's code is running any more."""
         args: tuple[object, ...] = (ctx, data) if handler.takes_input else (ctx,)
-        if handler.is_async:
-            return asyncio.run(_with_timeout(handler.func(*args), handler.timeout))
-        if handler.timeout is None:
-            return handler.func(*args)
-        if threading.current_thread() is threading.main_thread():
-            with _alarm(handler.timeout):
-                return handler.func(*args)
-        # Not on the main thread (no SIGALRM): wait for a helper thread up to the timeout.
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        try:
-            return pool.submit(handler.func, *args).result(timeout=handler.timeout)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"task exceeded its timeout of {handler.timeout:g}s") from None
-        finally:
-            pool.shutdown(wait=False)
+        if not handler.is_async:
+            return call_with_timeout(handler.func, args, timeout=handler.timeout, is_async=False)
 
-    def _complete(self, task: Task, output: JsonValue, queue: str) -> Outcome:
-        result = self._write(
-            str(task.id), status=TaskStatus.COMPLETED, output_data=output
-        )
+        async def attempt() -> object:
+            try:
+                return await handler.func(*args)
+            finally:
+                await ctx.aclose()  # the async client of the awaitable helpers, if made
+
+        return call_with_timeout(attempt, (), timeout=handler.timeout, is_async=True)
+
+    def _complete(self, attempt: Attempt, output: JsonValue, handler: TaskHandler) -> Outcome:
+        result = self._write(attempt, status=TaskStatus.COMPLETED, output_data=output)
         if result.success:
             return Outcome.COMPLETED
         error = _error_of(result)
         if error.status == 409:
-            log.info("task %s finished but was not recorded: %s", task.id, error.message)
-            return Outcome.SKIPPED
+            return self._refused(attempt, error)
         if error.status in (400, 413):
             failure = Failure(
                 "OutputRejected", f"the API refused the output: {error.message}", retryable=False
             )
-            return self._fail(task, failure, queue)
+            return self._fail(attempt, failure, handler)
         raise error.to_exception()
 
-    def _fail(self, task: Task, failure: Failure, queue: str) -> Outcome:
-        task_id = str(task.id)
+    def _fail(
+        self, attempt: Attempt, failure: Failure, handler: TaskHandler | None = None
+    ) -> Outcome:
+        task = attempt.task
         error_data = failure.error_data(task.retry_count + 1)
-        handler = self.registry.get(task.type)
         if failure.retryable and task.retry_count < task.max_retries:
             delay = failure.delay
             if delay is None:
                 backoff = handler.backoff if handler is not None else Backoff()
                 delay = backoff_delay(backoff, task.retry_count + 1, self.rand)
-            result = self._write(task_id, status=TaskStatus.RETRYING, error_data=error_data)
-            if self._moved_to(result, task_id, TaskStatus.RETRYING):
-                log.info(
-                    "task %s attempt %d failed (%s: %s); retry in %.2fs",
-                    task_id, task.retry_count + 1, failure.type, failure.message, delay,
-                )
-                enqueue(task_id, queue=queue, connection=self.connection, delay=delay)
-                return Outcome.RETRYING
-            return Outcome.SKIPPED
-        result = self._write(task_id, status=TaskStatus.FAILED, error_data=error_data)
-        log.info("task %s failed (%s: %s)", task_id, failure.type, failure.message)
-        return Outcome.FAILED if self._moved_to(result, task_id, TaskStatus.FAILED) else (
-            Outcome.SKIPPED
-        )
+            result = self._write(
+                attempt, status=TaskStatus.RETRYING, error_data=error_data, retry_delay=delay
+            )
+            if not self._moved(attempt, result):
+                return Outcome.DISCARDED
+            log.info(
+                "task %s attempt %d failed (%s: %s); retry in %.2fs",
+                task.id,
+                task.retry_count + 1,
+                failure.type,
+                failure.message,
+                delay,
+            )
+            self._enqueue_retry(result.unwrap(), delay)
+            return Outcome.RETRYING
+        result = self._write(attempt, status=TaskStatus.FAILED, error_data=error_data)
+        if not self._moved(attempt, result):
+            return Outcome.DISCARDED
+        log.info("task %s failed (%s: %s)", task.id, failure.type, failure.message)
+        return Outcome.FAILED
 
-    def recover_lost(self, task_id: str, *, job_id: str, queue: str) -> Outcome:
-        """Move on a task whose job was abandoned (its worker died or hung)."""
-        found = self.client.get_task(task_id)
-        if not found.success or found.data is None:
-            log.error(
-                "cannot recover task %s of abandoned job %s: %s", task_id, job_id, found.error
+    def _enqueue_retry(self, task: Task, delay: float) -> None:
+        """Schedule the retry at the front of its queue; if Redis is down, the reconciler
+        queues it once it is due (the database says when)."""
+        try:
+            enqueue(
+                task,
+                connection=self.connection,
+                namespace=self.namespace,
+                delay=delay,
+                at_front=True,
             )
-            return Outcome.SKIPPED
-        task = found.data
-        if task.status in TERMINAL_TASK_STATUSES:
-            return Outcome.SKIPPED
-        handler = self.registry.get(task.type)
-        target = handler.queue if handler is not None else queue
-        if task.status == TaskStatus.RUNNING:
-            if task.queue_job_id != job_id:
-                return Outcome.SKIPPED  # another job holds it now
-            failure = Failure(
-                "WorkerLost",
-                f"the worker running job {job_id} stopped (killed, crashed or hung)",
-                retryable=True,
-                delay=0.0,
-            )
-            return self._fail(task, failure, target)
-        # pending / queued / retrying: the job died before claiming or before re-enqueueing
-        enqueue(task_id, queue=target, connection=self.connection)
-        return Outcome.RETRYING
+        except RedisError as exc:
+            log.warning("task %s: retry not scheduled (%s); the reconciler will", task.id, exc)
 
     # ---- helpers -------------------------------------------------------------------------
 
-    def _write(self, task_id: str, **fields: Any) -> Result[Task]:
-        """PATCH an outcome, and keep trying: the handler already ran, its result matters."""
+    def _write(self, attempt: Attempt, **fields: Any) -> Result[Task]:
+        """PATCH an outcome, fenced by the job id, and keep trying: the handler already ran,
+        its result matters. A stop whose grace runs out ends the trying (the lease then
+        brings the task back)."""
         deadline = time.monotonic() + FINAL_WRITE_DEADLINE
+        task_id = str(attempt.task.id)
         while True:
-            result = self.client.update_task(task_id, **fields)
+            result = self.client.update_task(task_id, queue_job_id=attempt.job_id, **fields)
             error = result.error
             transient = error is not None and (error.status is None or error.status >= 500)
             if error is None or not (transient or error.status == 429):
                 return result
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or shutdown.expired():
                 return result
             log.warning("recording task %s failed (%s); still trying", task_id, error)
             time.sleep(1.0)
 
-    def _moved_to(self, result: Result[Task], task_id: str, status: TaskStatus) -> bool:
-        """Did the PATCH land? A 409 after a lost response may mean an earlier try did."""
+    def _moved(self, attempt: Attempt, result: Result[Task]) -> bool:
+        """Did the PATCH land? A 409 means this attempt no longer owns the task."""
         if result.success:
             return True
         error = _error_of(result)
         if error.status == 409:
-            current = self.client.get_task(task_id)
-            if current.success and current.data is not None and current.data.status == status:
-                return True
-            log.info("task %s not moved to %s: %s", task_id, status, error.message)
+            self._refused(attempt, error)
             return False
-        log.error("task %s could not be moved to %s: %s", task_id, status, error)
+        log.error("task %s could not be updated: %s", attempt.task.id, error)
         raise error.to_exception()
+
+    def _refused(self, attempt: Attempt, error: ApiErrorInfo) -> Outcome:
+        log.warning(
+            "task %s: result of job %s discarded (%s: %s)",
+            attempt.task.id,
+            attempt.job_id,
+            error.code,
+            error.message,
+        )
+        return Outcome.DISCARDED
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One claimed run of a task: the task as claimed and the job that holds the claim."""
+
+    task: Task
+    job_id: str
+
+
+def release_marker(connection: Redis, marker: str, job_id: str) -> None:
+    """Delete the enqueue marker if it names ``job_id`` (a newer job's marker stays)."""
+    with connection.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(marker)  # type: ignore[no-untyped-call]
+                current = pipe.get(marker)
+                if current is None or text(current) != job_id:
+                    return
+                pipe.multi()
+                pipe.delete(marker)
+                pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
+def _seconds_until(error: ApiErrorInfo) -> float:
+    """Seconds until the ``retryAt`` a ``409 retry_not_due`` names (0 if unreadable)."""
+    for detail in error.details:
+        if detail.field == "retryAt":
+            with contextlib.suppress(ValueError):
+                due = datetime.fromisoformat(detail.message.replace("Z", "+00:00"))
+                return max((due - datetime.now(UTC)).total_seconds(), 0.0)
+    return 0.0
 
 
 def _error_of(result: Result[Any]) -> ApiErrorInfo:
@@ -413,27 +510,3 @@ def _to_json(value: object) -> JsonValue | Failure:
             f"{exc.errors(include_url=False)[0]['msg']}",
             retryable=False,
         )
-
-
-async def _with_timeout(coro: Any, timeout: float | None) -> object:
-    if timeout is None:
-        return await coro
-    try:
-        return await asyncio.wait_for(coro, timeout)
-    except TimeoutError:
-        raise TimeoutError(f"task exceeded its timeout of {timeout:g}s") from None
-
-
-@contextlib.contextmanager
-def _alarm(seconds: float) -> Iterator[None]:
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise _AlarmTimeout(f"task exceeded its timeout of {seconds:g}s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-

@@ -24,6 +24,9 @@ class WorkerSettings(BaseSettings):
     api_url: str = DEFAULT_API_URL
     api_key: SecretStr | None = None
     redis_url: str = DEFAULT_REDIS_URL
+    queue_prefix: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
+    """Deployment prefix of every Redis name (``FOREMAN_QUEUE_PREFIX``): deployments that
+    share a Redis database use different prefixes and never see each other's tasks."""
 
     worker_lease: float = Field(default=10.0, ge=3.0, le=600.0)
     """How long a running job stays owned without a heartbeat. A worker that dies is

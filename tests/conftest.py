@@ -17,7 +17,9 @@ from foreman_api.settings import Settings
 from foreman_api.storage.engine import create_engine
 from foreman_api.storage.migrate import upgrade
 from foreman_api.storage.tables import metadata
+from foreman_worker.enqueue import default_namespace
 from tests.services import RedisServer, private_redis_server, throwaway_postgres_database
+from tests.worker_world import World, open_world
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -139,3 +141,14 @@ def api(make_api: Callable[..., Api]) -> Api:
 def auth(api: Api) -> dict[str, str]:
     """Headers for an all-permissions, unlimited key of organisation ``org-a``."""
     return api.headers("*")
+
+
+@pytest.fixture
+def world(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """Organisation ``org-a`` as a worker sees it: the SDK's client on the in-process app,
+    fakeredis, no queue prefix (see ``tests/worker_world.py``)."""
+    monkeypatch.delenv("FOREMAN_QUEUE_PREFIX", raising=False)
+    default_namespace.cache_clear()
+    with open_world(api) as opened:
+        yield opened
+    default_namespace.cache_clear()

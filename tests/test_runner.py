@@ -1,28 +1,32 @@
-"""The runner's paths, on fakeredis and an in-memory API (tests/worker_apps/fakes.py)."""
+"""The runner's paths against the real API in process, on fakeredis (tests/worker_world.py):
+outcomes, retries scheduled for their ``retryAt``, fenced writes of jobs that lost their
+claim, and the lease kept while a handler runs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import fakeredis
 import pytest
 from pydantic import BaseModel
-from rq import Queue
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.exceptions import AbandonedJobError
 
-from foreman_api.schemas import TaskStatus
+from foreman_api.schemas import Task, TaskStatus
 from foreman_worker import Fail, Retry, TaskContext
-from foreman_worker.enqueue import enqueue, marker_key
-from foreman_worker.registry import Backoff, Registry
-from foreman_worker.runner import Outcome, Runner, Runtime, configure, on_job_failure
+from foreman_worker.lease import LeaseKeeper
+from foreman_worker.registry import Backoff
+from foreman_worker.runner import Outcome, configure, on_job_failure
 from foreman_worker.settings import WorkerSettings
 from foreman_worker.worker import ForemanWorker
-from tests.worker_apps.fakes import FakeClient
+from tests.worker_world import World, seconds_from_now
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 class Order(BaseModel):
@@ -30,78 +34,57 @@ class Order(BaseModel):
     amount: float
 
 
-@pytest.fixture
-def redis() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
+def error_of(task: Task) -> dict[str, Any]:
+    assert isinstance(task.error_data, dict)
+    return task.error_data
 
 
-@pytest.fixture
-def client() -> FakeClient:
-    return FakeClient()
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-@pytest.fixture
-def reg() -> Registry:
-    return Registry()
+# ---- outcomes ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def runner(client: FakeClient, redis: fakeredis.FakeRedis, reg: Registry) -> Runner:
-    return Runner(
-        Runtime(client=client, connection=redis, registry=reg),  # type: ignore[arg-type]
-        rand=lambda: 0.5,
-    )
-
-
-def run(runner: Runner, task_id: Any, job_id: str = "job-1") -> Outcome:
-    return runner.run(str(task_id), job_id=job_id, queue="default")
-
-
-def test_success_completes_with_output(runner: Runner, client: FakeClient, reg: Registry) -> None:
+def test_success_completes_with_output(world: World) -> None:
     seen: list[TaskContext] = []
 
-    @reg.task("double")
+    @world.registry.task("double")
     def double(ctx: TaskContext, data: dict[str, int]) -> dict[str, int]:
         seen.append(ctx)
         return {"value": data["n"] * 2}
 
-    task = client.add_task("double", {"n": 21})
-    assert run(runner, task.id) is Outcome.COMPLETED
-    done = client.tasks[str(task.id)]
-    assert done.status == TaskStatus.COMPLETED and done.output_data == {"value": 42}
-    assert done.queue_job_id == "job-1"
+    task = world.task("double", {"n": 21})
+    assert world.run(task) is Outcome.COMPLETED
+    done = world.get(task)
+    assert done.status is TaskStatus.COMPLETED and done.output_data == {"value": 42}
+    assert done.queue_job_id == "job-1" and done.lease_expires_at is None
     assert seen[0].attempt == 1 and seen[0].task_id == str(task.id)
-    assert seen[0].run_id == str(client.run_id)
+    assert seen[0].run_id == str(world.run_id)
 
 
-def test_pydantic_input_and_model_output(runner: Runner, client: FakeClient, reg: Registry) -> None:
-    @reg.task("echo-order")
+def test_pydantic_input_and_model_output(world: World) -> None:
+    @world.registry.task("echo-order")
     def echo(ctx: TaskContext, order: Order) -> Order:
         return Order(order_id=order.order_id.upper(), amount=order.amount)
 
-    task = client.add_task("echo-order", {"order_id": "ab", "amount": 2})
-    assert run(runner, task.id) is Outcome.COMPLETED
-    assert client.tasks[str(task.id)].output_data == {"order_id": "AB", "amount": 2.0}
+    task = world.task("echo-order", {"order_id": "ab", "amount": 2})
+    assert world.run(task) is Outcome.COMPLETED
+    assert world.get(task).output_data == {"order_id": "AB", "amount": 2.0}
 
 
-def test_invalid_input_fails_without_retry_naming_the_field(
-    runner: Runner, client: FakeClient, reg: Registry
-) -> None:
+def test_invalid_input_fails_without_retry_naming_the_field(world: World) -> None:
     calls: list[Order] = []
-    reg.task("charge")(lambda ctx, order: calls.append(order))
-    # a lambda has no annotation: register a typed handler instead
-    reg._handlers.clear()
 
-    @reg.task("charge")
+    @world.registry.task("charge")
     def charge(ctx: TaskContext, order: Order) -> None:
         calls.append(order)
 
-    task = client.add_task("charge", {"order_id": "x", "amount": "lots"})
-    assert run(runner, task.id) is Outcome.FAILED
-    failed = client.tasks[str(task.id)]
-    assert failed.status == TaskStatus.FAILED and failed.retry_count == 0
-    error = failed.error_data
-    assert isinstance(error, dict)
+    task = world.task("charge", {"order_id": "x", "amount": "lots"})
+    assert world.run(task) is Outcome.FAILED
+    failed = world.get(task)
+    assert failed.status is TaskStatus.FAILED and failed.retry_count == 0
+    error = error_of(failed)
     assert error["type"] == "InvalidInput" and "amount" in str(error["message"])
     assert error["errors"] == [
         {
@@ -112,137 +95,42 @@ def test_invalid_input_fails_without_retry_naming_the_field(
     assert calls == []
 
 
-def test_unknown_type_fails_without_retry(runner: Runner, client: FakeClient) -> None:
-    task = client.add_task("nobody-handles-this")
-    assert run(runner, task.id) is Outcome.FAILED
-    failed = client.tasks[str(task.id)]
-    assert failed.status == TaskStatus.FAILED
-    assert isinstance(failed.error_data, dict) and failed.error_data["type"] == "UnknownTaskType"
+def test_unknown_type_fails_without_retry(world: World) -> None:
+    task = world.task("nobody-handles-this")
+    assert world.run(task) is Outcome.FAILED
+    failed = world.get(task)
+    assert failed.status is TaskStatus.FAILED and failed.retry_count == 0
+    assert error_of(failed)["type"] == "UnknownTaskType"
 
 
 @pytest.mark.parametrize("value", [{1, 2}, datetime.now(UTC), {"x": float("nan")}, object()])
-def test_non_json_output_fails_without_retry(
-    runner: Runner, client: FakeClient, reg: Registry, value: object
-) -> None:
-    reg.task("weird")(lambda ctx: value)
-    task = client.add_task("weird")
-    assert run(runner, task.id) is Outcome.FAILED
-    failed = client.tasks[str(task.id)]
-    assert isinstance(failed.error_data, dict) and failed.error_data["type"] == "NonJsonOutput"
-    assert failed.retry_count == 0
+def test_non_json_output_fails_without_retry(world: World, value: object) -> None:
+    world.registry.task("weird")(lambda ctx: value)
+    task = world.task("weird")
+    assert world.run(task) is Outcome.FAILED
+    failed = world.get(task)
+    assert error_of(failed)["type"] == "NonJsonOutput" and failed.retry_count == 0
 
 
-def test_failure_with_retries_left_is_rescheduled_with_backoff(
-    runner: Runner, client: FakeClient, reg: Registry, redis: fakeredis.FakeRedis
-) -> None:
-    @reg.task("flaky", backoff=Backoff(initial=10, factor=2, maximum=100))
-    def flaky(ctx: TaskContext) -> None:
-        raise ValueError("boom")
-
-    task = client.add_task("flaky", retry_count=1, max_retries=3)
-    before = time.time()
-    assert run(runner, task.id) is Outcome.RETRYING
-    retrying = client.tasks[str(task.id)]
-    assert retrying.status == TaskStatus.RETRYING and retrying.retry_count == 2
-    error = retrying.error_data
-    assert isinstance(error, dict)
-    assert error["type"] == "ValueError" and error["message"] == "boom" and error["attempt"] == 2
-    assert "Traceback" in str(error["traceback"]) and len(str(error["traceback"])) <= 8192
-    scheduled = ScheduledJobRegistry("default", connection=redis)
-    [job_id] = scheduled.get_job_ids()
-    due = scheduled.get_scheduled_time(job_id).timestamp()
-    # second retry: ceiling 20 s, jitter keeps it in [10, 20]; rand=0.5 gives 15
-    assert before + 14 <= due <= time.time() + 16
-    assert redis.get(marker_key(str(task.id))) == job_id.encode()
-
-
-def test_backoff_is_random_within_half_to_full_ceiling(
-    client: FakeClient, redis: fakeredis.FakeRedis, reg: Registry
-) -> None:
-    reg.task("flaky", backoff=Backoff(initial=4, maximum=4))(lambda ctx: 1 / 0)
-    for rand, low, high in ((0.0, 2, 2.5), (0.999, 3.5, 4.1)):
-        r = Runner(
-            Runtime(client=client, connection=redis, registry=reg),  # type: ignore[arg-type]
-            rand=lambda rand=rand: rand,
-        )
-        task = client.add_task("flaky")
-        start = time.time()
-        assert run(r, task.id) is Outcome.RETRYING
-        scheduled = ScheduledJobRegistry("default", connection=redis)
-        job_id = redis.get(marker_key(str(task.id)))
-        assert job_id is not None
-        due = scheduled.get_scheduled_time(job_id.decode()).timestamp() - start
-        assert low - 1 <= due <= high
-
-
-def test_out_of_retries_fails(
-    runner: Runner, client: FakeClient, reg: Registry, redis: fakeredis.FakeRedis
-) -> None:
-    reg.task("flaky")(lambda ctx: 1 / 0)
-    task = client.add_task("flaky", retry_count=3, max_retries=3)
-    assert run(runner, task.id) is Outcome.FAILED
-    failed = client.tasks[str(task.id)]
-    assert failed.status == TaskStatus.FAILED and failed.retry_count == 3
-    assert isinstance(failed.error_data, dict)
-    assert failed.error_data["type"] == "ZeroDivisionError" and failed.error_data["attempt"] == 4
-    assert ScheduledJobRegistry("default", connection=redis).get_job_ids() == []
-
-
-def test_fail_signal_skips_retries_and_retry_signal_sets_the_delay(
-    runner: Runner, client: FakeClient, reg: Registry, redis: fakeredis.FakeRedis
-) -> None:
-    def stop(ctx: TaskContext) -> None:
-        raise Fail("card declined")
-
-    def later(ctx: TaskContext) -> None:
-        raise Retry(delay=0)
-
-    reg.task("stop")(stop)
-    reg.task("later")(later)
-    stopped = client.add_task("stop")
-    assert run(runner, stopped.id) is Outcome.FAILED
-    assert client.tasks[str(stopped.id)].retry_count == 0
-    again = client.add_task("later")
-    assert run(runner, again.id) is Outcome.RETRYING
-    assert len(Queue("default", connection=redis)) == 1  # delay 0: straight on the queue
-
-
-def test_claim_conflict_skips_without_calling_the_handler(
-    runner: Runner, client: FakeClient, reg: Registry
-) -> None:
-    calls: list[str] = []
-    reg.task("t")(lambda ctx: calls.append("ran"))
-    for status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.FAILED):
-        task = client.add_task("t", status=status)
-        assert run(runner, task.id) is Outcome.SKIPPED
-        assert client.tasks[str(task.id)].status == status
-    held = client.add_task("t", status=TaskStatus.RUNNING, queue_job_id="other-job")
-    assert run(runner, held.id) is Outcome.SKIPPED
-    assert calls == []
-    assert run(runner, uuid.uuid4()) is Outcome.SKIPPED  # unknown id
-
-
-def test_async_handler(runner: Runner, client: FakeClient, reg: Registry) -> None:
-    @reg.task("async-add")
+def test_async_handler(world: World) -> None:
+    @world.registry.task("async-add")
     async def add(ctx: TaskContext, data: dict[str, int]) -> int:
         await asyncio.sleep(0.01)
         return data["a"] + data["b"]
 
-    task = client.add_task("async-add", {"a": 2, "b": 3})
-    assert run(runner, task.id) is Outcome.COMPLETED
-    assert client.tasks[str(task.id)].output_data == 5
+    task = world.task("async-add", {"a": 2, "b": 3})
+    assert world.run(task) is Outcome.COMPLETED
+    assert world.get(task).output_data == 5
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-def test_timeout_is_a_retryable_timeout_error(
-    runner: Runner, client: FakeClient, reg: Registry, is_async: bool
-) -> None:
+def test_timeout_is_a_retryable_timeout_error(world: World, is_async: bool) -> None:
     if is_async:
 
         async def slow(ctx: TaskContext) -> None:
             await asyncio.sleep(5)
 
-        reg.task("slow", timeout=0.2)(slow)
+        world.registry.task("slow", timeout=0.2)(slow)
     else:
 
         def slow_sync(ctx: TaskContext) -> None:
@@ -250,28 +138,24 @@ def test_timeout_is_a_retryable_timeout_error(
             with contextlib.suppress(Exception):
                 time.sleep(5)
 
-        reg.task("slow", timeout=0.2)(slow_sync)
-    task = client.add_task("slow")
+        world.registry.task("slow", timeout=0.2)(slow_sync)
+    task = world.task("slow")
     start = time.monotonic()
-    assert run(runner, task.id) is Outcome.RETRYING
+    assert world.run(task) is Outcome.RETRYING
     assert time.monotonic() - start < 2
-    error = client.tasks[str(task.id)].error_data
-    assert isinstance(error, dict) and error["type"] == "TimeoutError"
-    assert "timeout" in str(error["message"])
+    error = error_of(world.get(task))
+    assert error["type"] == "TimeoutError" and "timeout" in str(error["message"])
 
 
-def test_system_exit_in_a_handler_is_a_failure_not_a_crash(
-    runner: Runner, client: FakeClient, reg: Registry
-) -> None:
-    reg.task("exit")(lambda ctx: exit(3))
-    task = client.add_task("exit")
-    assert run(runner, task.id) is Outcome.RETRYING
+def test_system_exit_in_a_handler_is_a_failure_not_a_crash(world: World) -> None:
+    world.registry.task("exit")(lambda ctx: exit(3))
+    task = world.task("exit")
+    assert world.run(task) is Outcome.RETRYING
+    assert error_of(world.get(task))["type"] == "SystemExit"
 
 
-def test_context_helpers_are_bound_to_the_run_and_task(
-    runner: Runner, client: FakeClient, reg: Registry, redis: fakeredis.FakeRedis
-) -> None:
-    @reg.task("parent")
+def test_context_helpers_are_bound_to_the_run_and_task(world: World) -> None:
+    @world.registry.task("parent")
     def parent(ctx: TaskContext) -> Any:
         ctx.put("k", 1, tags=["a"])
         ctx.put("k", 2)
@@ -284,90 +168,269 @@ def test_context_helpers_are_bound_to_the_run_and_task(
             "child": str(child.id),
         }
 
-    task = client.add_task("parent")
-    assert run(runner, task.id) is Outcome.COMPLETED
-    out = client.tasks[str(task.id)].output_data
+    task = world.task("parent")
+    assert world.run(task) is Outcome.COMPLETED
+    out = world.get(task).output_data
     assert isinstance(out, dict)
-    assert out["latest"] == 2 and out["missing"] == "dflt" and out["all"] == [1, 2]
-    child = client.tasks[str(out["child"])]
-    assert child.parent_task_id == task.id and child.status == TaskStatus.QUEUED
-    assert all(str(d.task_id) == str(task.id) for d in client.data)
-    assert len(Queue("default", connection=redis)) == 1
+    assert out["latest"] == 2 and out["missing"] == "dflt" and out["all"] == [2, 1]
+    assert out["prefixed"] == 1
+    child = world.get(str(out["child"]))
+    assert child.parent_task_id == task.id and child.status is TaskStatus.QUEUED
+    entries = world.client.get_all_run_data(world.run_id, "k").unwrap()
+    assert [str(e.task_id) for e in entries] == [str(task.id)] * 2
+    assert world.queue().job_ids == [world.marker(child)]
 
 
-def test_enqueued_job_runs_on_a_worker_once(
-    client: FakeClient, redis: fakeredis.FakeRedis, reg: Registry
-) -> None:
+# ---- claims --------------------------------------------------------------------------------
+
+
+def finished(world: World, status: TaskStatus) -> Task:
+    """A task that some other job took to ``status``."""
+    task = world.task("t")
+    if status is TaskStatus.CANCELLED:
+        return world.client.update_task(task.id, status=status).unwrap()
+    world.claim(task, "job-0")
+    return world.client.update_task(task.id, status=status, queue_job_id="job-0").unwrap()
+
+
+def test_claim_conflict_skips_without_calling_the_handler(world: World) -> None:
     calls: list[str] = []
-    reg.task("once")(lambda ctx: calls.append(ctx.task_id) or "ok")
-    configure(Runtime(client=client, connection=redis, registry=reg))  # type: ignore[arg-type]
+    world.registry.task("t")(lambda ctx: calls.append("ran"))
+    for status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.FAILED):
+        task = finished(world, status)
+        assert world.run(task) is Outcome.SKIPPED
+        assert world.get(task) == task
+    held = world.claim(world.task("t"), "other-job")
+    assert world.run(held) is Outcome.SKIPPED
+    assert world.get(held) == held
+    assert world.run(uuid.uuid4()) is Outcome.SKIPPED  # unknown id
+    assert calls == []
+
+
+def lose_claim(world: World, task: Task, how: str) -> Task:
+    """Take the claim away from the running job; the task as it then is."""
+    if how == "recovered":  # paused past its lease: recovered, then claimed by another job
+        world.expire_lease(task)
+        [recovered] = world.client.reconcile_tasks(grace_seconds=0).unwrap().recovered
+        assert recovered.id == task.id
+        return world.claim(task, "job-2")
+    world.client.update_run(world.run_id, status="cancelled").unwrap()
+    return world.get(task)
+
+
+@pytest.mark.parametrize("how", ["recovered", "cancelled"])
+@pytest.mark.parametrize("ending", ["returns", "raises"])
+def test_a_job_that_lost_its_claim_runs_but_its_result_is_discarded(
+    world: World, caplog: pytest.LogCaptureFixture, how: str, ending: str
+) -> None:
+    after_loss: list[Task] = []
+
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> str:
+        after_loss.append(lose_claim(world, ctx.task, how))
+        if ending == "raises":
+            raise ValueError("too late")
+        return "late result"
+
+    task = world.task("t")
+    with caplog.at_level(logging.INFO):
+        assert world.run(task, "job-1") is Outcome.DISCARDED
+    [lost] = after_loss
+    assert world.get(task) == lost  # nothing the late job sent was recorded
+    assert lost.output_data is None
+    assert lost.status is (TaskStatus.RUNNING if how == "recovered" else TaskStatus.CANCELLED)
+    [warning] = warnings(caplog)
+    assert f"task {task.id}: result of job job-1 discarded (stale_claim" in warning
+    assert world.waiting_jobs() == []  # and no retry was scheduled for it
+
+
+def test_rq_giving_up_on_a_job_leaves_the_task_to_its_lease(world: World) -> None:
+    task = world.claim(world.task("t"), "job-x")
+    job_id = world.enqueue(task)
+    job = world.queue().fetch_job(job_id or "")
+    assert job is not None
+    on_job_failure(job, world.redis, AbandonedJobError, AbandonedJobError(), None)
+    assert world.get(task) == task
+
+
+# ---- retries -------------------------------------------------------------------------------
+
+
+def test_failure_with_retries_left_is_scheduled_at_the_front_for_its_retry_at(
+    world: World,
+) -> None:
+    @world.registry.task("flaky", backoff=Backoff(initial=10, factor=2, maximum=100))
+    def flaky(ctx: TaskContext) -> None:
+        raise ValueError("boom")
+
+    task = world.task("flaky", max_retries=3)
+    world.set_columns(task, retry_count=1)
+    assert world.run(task) is Outcome.RETRYING
+    retrying = world.get(task)
+    assert retrying.status is TaskStatus.RETRYING and retrying.retry_count == 2
+    error = error_of(retrying)
+    assert error["type"] == "ValueError" and error["message"] == "boom" and error["attempt"] == 2
+    assert "Traceback" in str(error["traceback"]) and len(str(error["traceback"])) <= 8192
+    # second retry: ceiling 20 s, jitter keeps it in [10, 20]; rand=0.5 gives 15
+    assert 14 <= seconds_from_now(retrying.retry_at) <= 15
+    [job_id] = world.scheduled().get_job_ids()
+    assert world.marker(task) == job_id
+    due = world.scheduled().get_scheduled_time(job_id)
+    assert abs(seconds_from_now(due) - seconds_from_now(retrying.retry_at)) <= 1
+    job = world.queue().fetch_job(job_id)
+    assert job is not None and job.enqueue_at_front is True
+    assert world.queue().job_ids == []
+
+
+def test_backoff_is_random_within_half_to_full_ceiling(world: World) -> None:
+    world.registry.task("flaky", backoff=Backoff(initial=4, maximum=4))(lambda ctx: 1 / 0)
+    for rand, low, high in ((0.0, 2, 2), (0.999, 3.99, 4)):
+        task = world.task("flaky")
+        runner = world.runner(rand=functools.partial(float, rand))
+        assert world.run(task, runner=runner) is Outcome.RETRYING
+        assert low - 0.5 <= seconds_from_now(world.get(task).retry_at) <= high
+
+
+def test_out_of_retries_fails(world: World) -> None:
+    world.registry.task("flaky")(lambda ctx: 1 / 0)
+    task = world.task("flaky", max_retries=3)
+    world.set_columns(task, retry_count=3)
+    assert world.run(task) is Outcome.FAILED
+    failed = world.get(task)
+    assert failed.status is TaskStatus.FAILED and failed.retry_count == 3
+    assert error_of(failed)["type"] == "ZeroDivisionError" and error_of(failed)["attempt"] == 4
+    assert world.waiting_jobs() == []
+
+
+def test_fail_signal_skips_retries_and_retry_signal_sets_the_delay(world: World) -> None:
+    def stop(ctx: TaskContext) -> None:
+        raise Fail("card declined")
+
+    def later(ctx: TaskContext) -> None:
+        raise Retry(delay=0)
+
+    world.registry.task("stop")(stop)
+    world.registry.task("later")(later)
+    stopped = world.task("stop")
+    assert world.run(stopped) is Outcome.FAILED
+    assert world.get(stopped).retry_count == 0
+    waiting = world.task("other")
+    world.enqueue(waiting)
+    again = world.task("later")
+    assert world.run(again) is Outcome.RETRYING
+    # delay 0: straight on the queue, ahead of the tasks already waiting
+    assert world.queue().job_ids == [world.marker(again), world.marker(waiting)]
+
+
+def test_a_retry_claimed_before_it_is_due_is_deferred_not_run(world: World) -> None:
+    attempts: list[int] = []
+
+    @world.registry.task("flaky")
+    def flaky(ctx: TaskContext) -> str:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise Retry(delay=0.8)
+        return "ok"
+
+    task = world.task("flaky")
+    runner = world.runner()
+    assert world.run(task, "job-1", runner=runner) is Outcome.RETRYING
+    retrying = world.get(task)
+    early = world.marker(task)
+    assert early is not None
+    world.scheduled().remove(early)  # as RQ's scheduler does when it moves the job on
+
+    assert world.run(task, early, runner=runner) is Outcome.DEFERRED
+    assert attempts == [1]
+    assert world.get(task) == retrying
+    [later] = world.scheduled().get_job_ids()
+    assert later != early and world.marker(task) == later
+    job = world.queue().fetch_job(later)
+    assert job is not None and job.enqueue_at_front is True
+
+    time.sleep(max(seconds_from_now(retrying.retry_at), 0) + 0.05)
+    assert world.run(task, later, runner=runner) is Outcome.COMPLETED
+    assert attempts == [1, 2]
+
+
+def test_a_scheduled_retry_is_not_due_before_its_retry_at(world: World) -> None:
+    world.registry.task("flaky")(lambda ctx: 1 / 0)
+    for _ in range(3):  # any sub-second part of retryAt is enough
+        task = world.task("flaky")
+        assert world.run(task, runner=world.runner(rand=lambda: 0.3)) is Outcome.RETRYING
+        retry_at = world.get(task).retry_at
+        assert retry_at is not None
+        marker = world.marker(task)
+        assert marker is not None
+        assert world.scheduled().get_scheduled_time(marker) >= retry_at
+
+
+# ---- the lease -----------------------------------------------------------------------------
+
+
+def test_the_lease_is_renewed_while_the_handler_runs(world: World) -> None:
+    leases: list[datetime | None] = []
+
+    @world.registry.task("slow")
+    def slow(ctx: TaskContext) -> None:
+        leases.append(ctx.client.get_task(ctx.task_id).unwrap().lease_expires_at)
+        time.sleep(0.6)
+        leases.append(ctx.client.get_task(ctx.task_id).unwrap().lease_expires_at)
+
+    task = world.task("slow")
+    runner = world.runner(lease_seconds=5, heartbeat_interval=0.1)
+    assert world.run(task, runner=runner) is Outcome.COMPLETED
+    claimed, renewed = leases
+    assert claimed is not None and renewed is not None
+    assert (renewed - claimed).total_seconds() >= 0.4
+    assert 4.5 <= seconds_from_now(renewed) <= 5  # renewed to about now + 5 s
+
+
+def test_a_lease_keeper_says_once_that_the_claim_is_gone(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = world.claim(world.task("t"), "job-1", lease=5)
+    keeper = LeaseKeeper(world.client, lease_seconds=5, interval=0.1)
     try:
-        task = client.add_task("once")
-        enqueue(task.id, connection=redis)
-        enqueue(task.id, connection=redis)
-        worker = ForemanWorker(["default"], connection=redis, settings=WorkerSettings())
+        with (
+            caplog.at_level(logging.WARNING, logger="foreman_worker.lease"),
+            keeper.hold(str(task.id), "job-1") as held,
+        ):
+            time.sleep(0.3)
+            assert not held.lost
+            world.client.update_run(world.run_id, status="cancelled").unwrap()
+            time.sleep(0.5)
+            assert held.lost
+    finally:
+        keeper.stop()
+    [warning] = warnings(caplog)
+    assert f"task {task.id}: job job-1 lost its claim" in warning
+    assert world.get(task).status is TaskStatus.CANCELLED
+
+
+# ---- on a worker ---------------------------------------------------------------------------
+
+
+def test_enqueued_job_runs_on_a_worker_once(world: World) -> None:
+    calls: list[str] = []
+
+    @world.registry.task("once")
+    def once(ctx: TaskContext) -> str:
+        calls.append(ctx.task_id)
+        return "ok"
+
+    configure(world.runtime())
+    try:
+        task = world.task("once")
+        assert world.enqueue(task) is not None
+        assert world.enqueue(task) is None
+        worker = ForemanWorker(
+            [world.rq_queue()], connection=world.redis, settings=WorkerSettings()
+        )
         worker.work(burst=True)
     finally:
         configure(None)
     assert calls == [str(task.id)]
-    assert client.tasks[str(task.id)].status == TaskStatus.COMPLETED
-
-
-def _abandon(redis: fakeredis.FakeRedis, task_id: str) -> str:
-    """A job that a worker started and then died with: its lease in the past."""
-    job_id = enqueue(task_id, connection=redis)
-    assert job_id is not None
-    queue = Queue("default", connection=redis)
-    job = queue.fetch_job(job_id)
-    assert job is not None
-    queue.remove(job)
-    redis.delete(marker_key(task_id))
-    job.set_status("started")
-    registry = StartedJobRegistry("default", connection=redis)
-    redis.zadd(registry.key, {f"{job_id}:exec1": time.time() - 1})
-    return job_id
-
-
-@pytest.mark.parametrize(
-    ("retry_count", "status"), [(0, TaskStatus.RETRYING), (3, TaskStatus.FAILED)]
-)
-def test_reaper_recovers_the_task_of_an_abandoned_job(
-    client: FakeClient,
-    redis: fakeredis.FakeRedis,
-    reg: Registry,
-    retry_count: int,
-    status: TaskStatus,
-) -> None:
-    reg.task("t")(lambda ctx: None)
-    configure(Runtime(client=client, connection=redis, registry=reg))  # type: ignore[arg-type]
-    try:
-        task = client.add_task("t", status=TaskStatus.RUNNING, retry_count=retry_count)
-        job_id = _abandon(redis, str(task.id))
-        client.tasks[str(task.id)] = task.model_copy(update={"queue_job_id": job_id})
-        worker = ForemanWorker(["default"], connection=redis, settings=WorkerSettings())
-        assert worker.reap() == 1
-        assert worker.reap() == 0  # another reap inside the interval waits for the lock
-    finally:
-        configure(None)
-    recovered = client.tasks[str(task.id)]
-    assert recovered.status == status
-    assert isinstance(recovered.error_data, dict) and recovered.error_data["type"] == "WorkerLost"
-    queued = Queue("default", connection=redis).job_ids
-    assert len(queued) == (1 if status == TaskStatus.RETRYING else 0)
-
-
-def test_abandoned_job_of_a_task_now_held_elsewhere_is_ignored(
-    client: FakeClient, redis: fakeredis.FakeRedis, reg: Registry
-) -> None:
-    configure(Runtime(client=client, connection=redis, registry=reg))  # type: ignore[arg-type]
-    try:
-        task = client.add_task("t", status=TaskStatus.RUNNING, queue_job_id="someone-else")
-        job_id = _abandon(redis, str(task.id))
-        job = Queue("default", connection=redis).fetch_job(job_id)
-        from rq.exceptions import AbandonedJobError
-
-        on_job_failure(job, redis, AbandonedJobError, AbandonedJobError(), None)  # type: ignore[arg-type]
-        on_job_failure(job, redis, ValueError, ValueError(), None)  # type: ignore[arg-type]
-    finally:
-        configure(None)
-    assert client.tasks[str(task.id)].status == TaskStatus.RUNNING
+    done = world.get(task)
+    assert done.status is TaskStatus.COMPLETED and done.output_data == "ok"
+    assert world.marker(task) is None

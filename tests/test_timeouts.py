@@ -364,7 +364,7 @@ def test_async_helpers_from_an_async_handler(world: World, async_fakes: list[Asy
             ctx.aspawn("child", {"x": 1}),
         )
         return {
-            # six calls of 0.2 s (aspawn makes two): 1.2 s one after the other
+            # five calls of 0.2 s: 1 s one after the other
             "overlapped": time.monotonic() - start < 0.6,
             "latest": latest,
             "missing": missing,

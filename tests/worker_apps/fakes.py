@@ -54,10 +54,12 @@ class FakeClient:
 
     def create_task(self, run_id: Any, type: str, *, input_data: Any = None,
                     parent_task_id: Any = None, metadata: Any = None,
-                    max_retries: int | None = None) -> Result[Task]:
+                    max_retries: int | None = None, queue: str | None = None,
+                    status: TaskStatus = TaskStatus.PENDING,
+                    idempotency_key: str | None = None) -> Result[Task]:
         self.calls.append(("create_task", type))
         task = self.add_task(
-            type, input_data, status=TaskStatus.PENDING,
+            type, input_data, status=TaskStatus(status), queue=queue or "default",
             max_retries=3 if max_retries is None else max_retries,
             parent_task_id=uuid.UUID(str(parent_task_id)) if parent_task_id else None,
             metadata=metadata,

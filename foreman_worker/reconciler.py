@@ -1,0 +1,182 @@
+"""The reconciler: make Redis agree with the database, a few seconds apart.
+
+Every ``foreman-worker`` runs one in a background thread; a Redis lock lets one worker per
+organisation act at a time (another takes over when it dies). Each pass:
+
+1. asks the API to recover the tasks whose lease expired (their worker died, hung or was
+   cut off): they come back ``retrying`` (or ``failed`` with no retries left);
+2. pages through the tasks the database says should be waiting on a queue (``queued``, or
+   ``retrying`` and due) and puts back, at the front of its queue, each one that has no
+   waiting job in Redis — after a Redis restart or FLUSHALL, a crash between a database
+   write and its enqueue, or a worker killed between taking a job and claiming it.
+
+Checking a page costs two pipelined Redis round trips (markers, then their jobs); only the
+lost tasks go through the atomic enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue
+from rq.job import JobStatus
+
+from foreman_api.schemas import TaskStatus
+from foreman_worker.client import ForemanClient
+from foreman_worker.enqueue import is_waiting_job, put_on_queue, text
+from foreman_worker.queues import Namespace
+
+log = logging.getLogger("foreman_worker.reconciler")
+
+PAGE_SIZE = 500
+STUCK_SECONDS = 5.0
+"""A job taken from a queue but not started for this long was taken by a dead worker."""
+GRACE_SECONDS = 5.0
+"""A task changed more recently than this may be between its database write and its
+enqueue: it is left alone until the next pass."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """What one reconciliation pass did."""
+
+    recovered: int = 0
+    requeued: int = 0
+    checked: int = 0
+    skipped: bool = False
+    """Another worker of the organisation held the lock."""
+
+
+class Reconciler:
+    """Recovers lost tasks and re-queues tasks Redis lost, for one organisation."""
+
+    def __init__(
+        self,
+        client: ForemanClient,
+        connection: Redis,
+        *,
+        org_id: str,
+        namespace: Namespace,
+        holder: str,
+        interval: float = 2.0,
+        grace_seconds: float = GRACE_SECONDS,
+    ) -> None:
+        self.client = client
+        self.connection = connection
+        self.org_id = org_id
+        self.namespace = namespace
+        self.holder = holder
+        self.interval = interval
+        self.grace_seconds = grace_seconds
+        self._intermediate: dict[str, float] = {}
+        """Job ids seen in intermediate lists, with when they were first seen."""
+
+    def run_once(self) -> Pass:
+        """One pass, unless another worker of the organisation made one this interval.
+
+        The lock is not released: it expires after ``interval``, so the organisation gets
+        one pass per interval however many workers it runs.
+        """
+        lock = self.namespace.lock("reconciler", self.org_id)
+        if not self.connection.set(lock, self.holder, nx=True, px=int(self.interval * 1000)):
+            return Pass(skipped=True)
+        recovered = 0
+        candidates: list[tuple[uuid.UUID, str]] = []
+        after: uuid.UUID | None = None
+        while True:
+            page = self.client.reconcile_tasks(
+                after=after, limit=PAGE_SIZE, grace_seconds=self.grace_seconds
+            ).unwrap()
+            for task in page.recovered:
+                recovered += 1
+                log.warning(
+                    "task %s: its worker stopped renewing the lease; now %s", task.id, task.status
+                )
+            candidates += [
+                (t.id, t.queue) for t in page.recovered if t.status is TaskStatus.RETRYING
+            ]
+            candidates += [(t.id, t.queue) for t in page.waiting]
+            if page.next is None:
+                break
+            after = page.next
+        self.unstick({self.namespace.queue(self.org_id, queue) for _, queue in candidates})
+        requeued = self.requeue_lost(candidates)
+        if requeued or recovered:
+            log.info("reconciled: %d recovered, %d put back on their queues", recovered, requeued)
+        return Pass(recovered=recovered, requeued=requeued, checked=len(candidates))
+
+    def unstick(self, rq_queues: Iterable[str]) -> int:
+        """Fail the jobs a worker took off a queue but died before starting.
+
+        RQ moves a job to the queue's intermediate list when a worker takes it, and to the
+        started registry when the job starts; a job seen in between on two passes at least
+        :data:`STUCK_SECONDS` apart belongs to a dead worker. RQ's own clean-up of these
+        waits over a minute; failing the job lets this pass put its task back at once.
+        """
+        now = time.monotonic()
+        seen: dict[str, float] = {}
+        failed = 0
+        for name in rq_queues:
+            queue = Queue(name, connection=self.connection)
+            for job_id in queue.intermediate_queue.get_job_ids():
+                first = self._intermediate.get(job_id, now)
+                seen[job_id] = first
+                if now - first < STUCK_SECONDS or job_id in queue.started_job_registry:
+                    continue
+                job = queue.fetch_job(job_id)
+                if job is not None:
+                    job.set_status(JobStatus.FAILED)
+                queue.intermediate_queue.remove(job_id)
+                failed += 1
+                log.warning(
+                    "job %s was taken from %s by a worker that died; failed it", job_id, name
+                )
+        self._intermediate = seen
+        return failed
+
+    def requeue_lost(self, tasks: Sequence[tuple[uuid.UUID, str]]) -> int:
+        """Put each task that has no waiting job on the front of its queue; how many."""
+        targets = [(str(task_id), self.namespace.queue(self.org_id, q)) for task_id, q in tasks]
+        waiting = self._waiting(targets)
+        lost = [target for target, found in zip(targets, waiting, strict=True) if not found]
+        put = 0
+        for task_id, rq_queue in lost:
+            job = put_on_queue(
+                self.connection,
+                task_id=task_id,
+                rq_queue=rq_queue,
+                marker=self.namespace.marker(task_id),
+                at_front=True,
+            )
+            if job is not None:
+                put += 1
+                log.info(
+                    "task %s was on no queue; put back on %s as job %s", task_id, rq_queue, job
+                )
+        return put
+
+    def _waiting(self, targets: Iterable[tuple[str, str]]) -> list[bool]:
+        """For each (task id, RQ queue): does a job for it wait on that queue?"""
+        targets = list(targets)
+        with self.connection.pipeline(transaction=False) as pipe:
+            for task_id, _ in targets:
+                pipe.get(self.namespace.marker(task_id))
+            markers = pipe.execute()
+        with self.connection.pipeline(transaction=False) as pipe:
+            for marker in markers:
+                if marker is not None:
+                    pipe.hmget(f"rq:job:{text(marker)}", ["status", "origin"])
+            jobs = iter(pipe.execute())
+        waiting = []
+        for (_, rq_queue), marker in zip(targets, markers, strict=True):
+            if marker is None:
+                waiting.append(False)
+                continue
+            status, origin = next(jobs)
+            waiting.append(is_waiting_job(status, origin, rq_queue))
+        return waiting
