@@ -73,12 +73,6 @@ def env(api_server: ApiServer, blip_redis: RedisServer) -> dict[str, str]:
 
 
 @pytest.fixture
-def client(api_server: ApiServer) -> Iterator[ForemanClient]:
-    with ForemanClient(api_server.url, api_server.key) as c:
-        yield c
-
-
-@pytest.fixture
 def conn(blip_redis: RedisServer) -> Iterator[redis.Redis]:
     c = redis.Redis.from_url(blip_redis.url(), socket_timeout=10)
     yield c
@@ -123,8 +117,9 @@ class Tasks:
 
 
 @pytest.fixture
-def tasks(client: ForemanClient, conn: redis.Redis) -> Tasks:
-    return Tasks(client, conn)
+def tasks(api_server: ApiServer, conn: redis.Redis) -> Iterator[Tasks]:
+    with ForemanClient(api_server.url, api_server.key) as client:
+        yield Tasks(client, conn)
 
 
 def log_of(workers: Workers, index: int = 0) -> str:
