@@ -298,7 +298,8 @@ class HandlerInfo(_Wire):
 
     type: TaskType
     queue: QueueName
-    max_retries: int = Field(ge=0, le=10, strict=True)
+    max_retries: int | None = Field(default=None, ge=0, le=10, strict=True)
+    """None: the handler does not say; tasks keep the API's default."""
     timeout: float | None = Field(default=None, gt=0, strict=True)
 
 

@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,14 +193,49 @@ def run_worker(
     burst: bool,
     log_level: str,
 ) -> int:
-    from foreman_worker.runner import Runtime, configure, runner_client
+    """One worker process: register with the API, then consume the organisation's queues."""
+    from foreman_worker.client import RetryPolicy
+    from foreman_worker.presence import Presence
+    from foreman_worker.reconciler import Reconciler
+    from foreman_worker.runner import configure, runner_client, runtime_from_settings
     from foreman_worker.worker import ForemanWorker
 
-    configure(Runtime(client=runner_client(), connection=connection, registry=registry))
-    worker = ForemanWorker(queues, connection=connection, settings=settings)
+    runtime = runtime_from_settings(connection, registry)
+    configure(runtime)
+    name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    presence = Presence(
+        runtime.client,
+        worker_id=name,
+        queues=queues,
+        registry=registry,
+        current_task=lambda: runtime.lease.current_task_id,
+    )
+    try:
+        org_id = presence.register().org_id
+    except ForemanError as exc:
+        print(f"foreman-worker: error: cannot register with the API: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    reconciler = Reconciler(
+        runner_client(retry=RetryPolicy(attempts=2), timeout=30.0),
+        connection,
+        org_id=org_id,
+        namespace=runtime.namespace,
+        holder=name,
+        interval=settings.worker_reap_interval,
+    )
+    rq_queues = [runtime.namespace.queue(org_id, queue) for queue in queues]
+    worker = ForemanWorker(
+        rq_queues,
+        connection=connection,
+        settings=settings,
+        reconciler=reconciler,
+        presence=presence,
+        name=name,
+    )
     log.info(
-        "worker %s on queues %s, handlers: %s",
+        "worker %s of %s on queues %s, handlers: %s",
         worker.name,
+        org_id,
         ", ".join(queues),
         ", ".join(registry.types()),
     )

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from foreman_api.schemas import Worker
 from foreman_worker.client import ForemanClient
+from foreman_worker.errors import ApiError
 from foreman_worker.registry import Registry
 
 log = logging.getLogger("foreman_worker.presence")
@@ -59,6 +60,13 @@ class Presence:
             pid=os.getpid(),
             current_task_id=self.current_task(),
         ).unwrap()
+
+    def beat(self) -> None:
+        """Refresh the registration; a failure is only logged (the next beat tries again)."""
+        try:
+            self.register()
+        except ApiError as exc:
+            log.warning("worker %s: registration not refreshed (%s)", self.worker_id, exc)
 
     def leave(self) -> None:
         """Deregister; a failure is only logged (the entry ages out by itself)."""

@@ -89,9 +89,13 @@ class Reconciler:
         candidates: list[tuple[uuid.UUID, str]] = []
         after: uuid.UUID | None = None
         while True:
-            page = self.client.reconcile_tasks(
+            result = self.client.reconcile_tasks(
                 after=after, limit=PAGE_SIZE, grace_seconds=self.grace_seconds
-            ).unwrap()
+            )
+            if result.data is None:
+                log.warning("reconciliation skipped this time: %s", result.error)
+                return Pass(skipped=True)
+            page = result.data
             for task in page.recovered:
                 recovered += 1
                 log.warning(

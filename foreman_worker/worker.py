@@ -5,20 +5,14 @@
 The runner enforces handler timeouts itself (SIGALRM on the main thread, ``wait_for`` for
 ``async def``), so RQ's own job timeout is switched off (:class:`NoDeathPenalty`).
 
-**Abandoned jobs.** RQ records each running job in the queue's ``StartedJobRegistry`` with
-an expiry score; a job whose score is in the past is *abandoned* and
-``StartedJobRegistry.cleanup()`` hands it to the job's failure callback
-(:func:`foreman_worker.runner.on_job_failure`, which maps ``job.args[0]`` back to the task).
-Plain RQ sets that expiry to the job timeout + 60 s and SimpleWorker never renews it, so a
-killed worker's job waits minutes. Here:
-
-* the expiry is a short *lease* (``FOREMAN_WORKER_LEASE``, 10 s) — see
-  :meth:`ForemanWorker.get_heartbeat_ttl`;
-* a heartbeat thread renews the lease of the running job every
-  ``FOREMAN_WORKER_HEARTBEAT_INTERVAL`` (2 s) with RQ's own ``maintain_heartbeats``;
-* a reaper thread in every worker runs ``StartedJobRegistry.cleanup()`` for its queues every
-  ``FOREMAN_WORKER_REAP_INTERVAL`` (2 s), at most one worker per queue per interval
-  (a Redis ``SET NX`` lock).
+**Lost workers and lost jobs** are found from the database, not from Redis. The runner
+claims each task with a lease that it renews through the API (:mod:`foreman_worker.lease`);
+a background loop runs the :class:`~foreman_worker.reconciler.Reconciler` every
+``FOREMAN_WORKER_REAP_INTERVAL`` (2 s; one worker per organisation acts per interval), which
+recovers tasks whose lease expired and puts back on its queue every task Redis has lost.
+Another loop keeps this worker's entry in the API's worker registry fresh
+(:mod:`foreman_worker.presence`). RQ's own started-job registry still gets a heartbeat, so
+RQ's maintenance leaves running jobs alone.
 
 **Delayed jobs** (retries after a backoff) sit in RQ's ``ScheduledJobRegistry``. Instead of
 RQ's scheduler process (forked per worker, orphaned when the worker is SIGKILLed, and
@@ -63,18 +57,21 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
-from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from foreman_worker import shutdown
+from foreman_worker.presence import Presence
+from foreman_worker.reconciler import Reconciler
 from foreman_worker.settings import WorkerSettings
+from foreman_worker.timeouts import HandlerStuckError
 
 log = logging.getLogger("foreman_worker.worker")
 
-REAPER_LOCK_PREFIX = "foreman:reaper:"
+PRESENCE_INTERVAL = 5.0
+"""Seconds between two registrations of a worker with the API (its heartbeat there)."""
 SCHEDULER_LOCK_PREFIX = "foreman:scheduler:"
 SCHEDULER_INTERVAL = 1.0
 SCHEDULER_LOCK_SECONDS = 10
@@ -139,7 +136,8 @@ class NoDeathPenalty(BaseDeathPenalty):
 
 
 class ForemanWorker(SimpleWorker):
-    """An RQ SimpleWorker with a renewed short lease on the running job and a reaper."""
+    """An RQ SimpleWorker that survives Redis outages, stops within a grace, and runs the
+    reconciler and its registration with the API beside the jobs."""
 
     death_penalty_class = NoDeathPenalty
     max_connection_wait_time = REDIS_WAIT_MAX  # RQ's own wait inside its dequeue
@@ -150,6 +148,8 @@ class ForemanWorker(SimpleWorker):
         *,
         connection: Redis,
         settings: WorkerSettings,
+        reconciler: Reconciler | None = None,
+        presence: Presence | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL)
@@ -160,6 +160,8 @@ class ForemanWorker(SimpleWorker):
         kwargs.setdefault("log_job_description", False)
         super().__init__(list(queues), connection=connection, **kwargs)
         self.settings = settings
+        self.reconciler = reconciler
+        self.presence = presence
         self._active: tuple[Job, Any] | None = None
         self._active_lock = threading.Lock()
         self._stop_threads = threading.Event()
@@ -262,6 +264,10 @@ class ForemanWorker(SimpleWorker):
         job.started_at = now()
         try:
             return_value = job.perform()
+        except HandlerStuckError as exc:
+            # Its thread cannot be stopped: only leaving the process ends it. The task's
+            # lease then runs out and the reconciler hands it on.
+            shutdown.exit_now(f"worker {self.name}: {exc}; exiting{self._leaving()}")
         except BaseException:
             failure = partial(self._finalize_failure, job, queue, execution, sys.exc_info())
             self._bookkeeping("recording a failed job", failure, job)
@@ -372,29 +378,7 @@ class ForemanWorker(SimpleWorker):
             job, execution = active
             self.maintain_heartbeats(job, execution)
 
-    # ---- reaper --------------------------------------------------------------------------
-
-    def reap(self) -> int:
-        """Hand this worker's queues' abandoned jobs to their failure callback.
-
-        Returns the number of queues cleaned (0 when other workers held the locks).
-        """
-        cleaned = 0
-        lock_seconds = max(1, int(self.settings.worker_reap_interval))
-        for name in self.queue_names():
-            lock = f"{REAPER_LOCK_PREFIX}{name}"
-            if not self.connection.set(lock, self.name, nx=True, ex=lock_seconds):
-                continue
-            registry = StartedJobRegistry(
-                name,
-                connection=self.connection,
-                job_class=self.job_class,
-                serializer=self.serializer,
-                death_penalty_class=NoDeathPenalty,
-            )
-            registry.cleanup()
-            cleaned += 1
-        return cleaned
+    # ---- delayed jobs --------------------------------------------------------------------
 
     def schedule(self) -> int:
         """Move due delayed jobs of this worker's queues onto the queues.
@@ -421,7 +405,7 @@ class ForemanWorker(SimpleWorker):
     # ---- threads -------------------------------------------------------------------------
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        """RQ's work loop, with the heartbeat, reaper and scheduler threads around it.
+        """RQ's work loop, with the heartbeat, scheduler, reconciler and presence threads.
 
         RQ's own scheduler (``with_scheduler``) is not used: see the module docstring.
         """
@@ -436,11 +420,15 @@ class ForemanWorker(SimpleWorker):
         if self._threads:
             return
         self._stop_threads.clear()
-        loops = [
+        loops: list[tuple[str, float, Callable[[], object]]] = [
             ("foreman-heartbeat", self.settings.worker_heartbeat_interval, self.renew_lease),
-            ("foreman-reaper", self.settings.worker_reap_interval, self.reap),
             ("foreman-scheduler", SCHEDULER_INTERVAL, self.schedule),
         ]
+        if self.reconciler is not None:
+            reconcile = self.reconciler.run_once
+            loops.append(("foreman-reconciler", self.settings.worker_reap_interval, reconcile))
+        if self.presence is not None:
+            loops.append(("foreman-presence", PRESENCE_INTERVAL, self.presence.beat))
         for name, interval, step in loops:
             thread = threading.Thread(
                 target=self._loop, args=(interval, step), name=name, daemon=True
@@ -465,6 +453,8 @@ class ForemanWorker(SimpleWorker):
 
     def teardown(self) -> None:
         self.stop_threads()
+        if self.presence is not None:
+            self.presence.leave()
         try:
             super().teardown()  # type: ignore[no-untyped-call]
         except REDIS_ERRORS as exc:

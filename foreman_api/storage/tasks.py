@@ -141,7 +141,8 @@ def create_task(
                 "metadata": metadata,
                 "retry_count": 0,
                 "max_retries": _option(max_retries, options, "max_retries", DEFAULT_MAX_RETRIES),
-                "max_retries_defaulted": max_retries is None and options is None,
+                "max_retries_defaulted": max_retries is None
+                and _option(None, options, "max_retries", None) is None,
                 "queue": _option(queue, options, "queue", DEFAULT_QUEUE),
                 "queue_defaulted": queue is None and options is None,
                 "idempotency_key": idempotency_key,
@@ -164,9 +165,11 @@ def create_task(
 
 
 def _option(given: Any, options: sa.Row[Any] | None, name: str, default: Any) -> Any:
+    """The value given, else the one a worker registered for the type, else ``default``."""
     if given is not None:
         return given
-    return getattr(options, name) if options is not None else default
+    registered = getattr(options, name) if options is not None else None
+    return registered if registered is not None else default
 
 
 def _by_idempotency_key(conn: sa.Connection, *, org_id: str, key: str) -> sa.RowMapping | None:

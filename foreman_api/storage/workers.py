@@ -109,11 +109,12 @@ def _apply_type_options(conn: sa.Connection, *, org_id: str, option: Mapping[str
         .where(*of_type, tasks.c.queue_defaulted, tasks.c.status.in_(_NOT_STARTED))
         .values(queue=option["queue"], queue_defaulted=False)
     )
-    conn.execute(
-        tasks.update()
-        .where(*of_type, tasks.c.max_retries_defaulted, tasks.c.status.in_(_UNFINISHED))
-        .values(max_retries=option["max_retries"], max_retries_defaulted=False)
-    )
+    if option["max_retries"] is not None:
+        conn.execute(
+            tasks.update()
+            .where(*of_type, tasks.c.max_retries_defaulted, tasks.c.status.in_(_UNFINISHED))
+            .values(max_retries=option["max_retries"], max_retries_defaulted=False)
+        )
 
 
 def type_options(conn: sa.Connection, *, org_id: str, type: str) -> sa.Row[Any] | None:

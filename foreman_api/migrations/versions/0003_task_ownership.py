@@ -64,7 +64,7 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(64), primary_key=True),
         sa.Column("type", sa.String(255), primary_key=True),
         sa.Column("queue", sa.String(64), nullable=False),
-        sa.Column("max_retries", sa.Integer, nullable=False),
+        sa.Column("max_retries", sa.Integer, nullable=True),
         sa.Column("timeout", sa.Float, nullable=True),
         sa.Column("last_seen_at", TIMESTAMP_TYPE, nullable=False),
     )
