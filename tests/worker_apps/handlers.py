@@ -75,3 +75,13 @@ def non_json(ctx: TaskContext) -> Any:
 async def async_handler(ctx: TaskContext, data: Any) -> Any:
     await asyncio.sleep(0.05)
     return {"async": True, "data": data}
+
+
+DECLARED_QUEUE = "itest-declared"
+
+
+@task("itest.declared", queue=DECLARED_QUEUE, max_retries=1, backoff=FAST)
+def declared(ctx: TaskContext) -> None:
+    """Fails every time: its declared options say how often it runs, and where."""
+    _record(ctx)
+    raise RuntimeError("declared to fail")
