@@ -85,6 +85,7 @@ def enqueue(
     at_front: bool = False,
     client: ForemanClient | None = None,
     namespace: Namespace | None = None,
+    running_job: str | None = None,
 ) -> str | None:
     """Queue a task. Returns the RQ job id, or ``None`` if a job for it is already waiting.
 
@@ -92,6 +93,7 @@ def enqueue(
     looked up through ``client`` to learn its organisation and queue. ``queue`` overrides
     the task's queue. ``delay`` (seconds) schedules the job; a running ``foreman-worker``
     moves it to the queue when it is due. ``at_front`` puts it ahead of waiting jobs.
+    ``running_job``: see :func:`put_on_queue`.
     """
     if not isinstance(task, Task):
         api = client if client is not None else default_client()
@@ -107,6 +109,7 @@ def enqueue(
         marker=names.marker(str(task.id)),
         delay=delay,
         at_front=at_front,
+        running_job=running_job,
     )
 
 
@@ -118,8 +121,13 @@ def put_on_queue(
     marker: str,
     delay: float | None = None,
     at_front: bool = False,
+    running_job: str | None = None,
 ) -> str | None:
-    """Atomically push a job for ``task_id`` unless one is waiting; its id, or None."""
+    """Atomically push a job for ``task_id`` unless one is waiting; its id, or None.
+
+    ``running_job`` is the job asking (a runner deferring or retrying its task): the
+    marker may still name it, and it is not waiting, it is running.
+    """
     wait = max(delay or 0.0, 0.0)
     rq = Queue(rq_queue, connection=conn)
     with conn.pipeline() as pipe:
@@ -127,7 +135,8 @@ def put_on_queue(
             try:
                 pipe.watch(marker)  # type: ignore[no-untyped-call]
                 current = pipe.get(marker)
-                if current is not None and job_is_waiting(pipe, text(current), rq_queue):
+                named = text(current) if current is not None else None
+                if named not in (None, running_job) and job_is_waiting(pipe, named, rq_queue):
                     return None
                 job_id = uuid.uuid4().hex
                 job = rq.create_job(

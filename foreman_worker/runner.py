@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
-from redis import Redis, RedisError, WatchError
+from redis import Redis, RedisError
 from rq import get_current_job
 from rq.job import Job
 
@@ -49,7 +49,6 @@ from foreman_worker.enqueue import (
     default_namespace,
     enqueue,
     put_on_queue,
-    text,
 )
 from foreman_worker.errors import Fail, Retry
 from foreman_worker.lease import LeaseKeeper
@@ -235,8 +234,8 @@ class Runner:
         self.rand = rand
 
     def run(self, task_id: str, *, job_id: str, rq_queue: str = "") -> Outcome:
-        # From here on the task may be enqueued again (a retry, a re-run after a crash).
-        release_marker(self.connection, self.namespace.marker(task_id), job_id)
+        # The enqueue marker is left to expire: a job that has started no longer counts as
+        # waiting, so the task can be queued again (a retry, a re-run) without a round trip.
         claim = self.client.update_task(
             task_id,
             status=TaskStatus.RUNNING,
@@ -244,7 +243,7 @@ class Runner:
             lease_seconds=self.runtime.lease_seconds,
         )
         if not claim.success:
-            return self._claim_failed(task_id, rq_queue, claim)
+            return self._claim_failed(task_id, rq_queue, claim, job_id)
         task = claim.unwrap()
         attempt = Attempt(task, job_id)
         handler = self.registry.get(task.type)
@@ -287,12 +286,14 @@ class Runner:
 
     # ---- steps ---------------------------------------------------------------------------
 
-    def _claim_failed(self, task_id: str, rq_queue: str, claim: Result[Task]) -> Outcome:
+    def _claim_failed(
+        self, task_id: str, rq_queue: str, claim: Result[Task], job_id: str
+    ) -> Outcome:
         error = _error_of(claim)
         if error.code == RETRY_NOT_DUE and rq_queue:
             delay = _seconds_until(error) + NOT_DUE_MARGIN
             log.info("task %s is not due for %.2fs yet; scheduled for then", task_id, delay)
-            self._requeue(task_id, rq_queue, delay=delay)
+            self._requeue(task_id, rq_queue, delay=delay, job_id=job_id)
             return Outcome.DEFERRED
         if error.status == 409:
             log.info("task %s skipped: %s", task_id, error.message)
@@ -304,10 +305,10 @@ class Runner:
             raise error.to_exception()
         log.error("claim of task %s failed (%s); trying again in %gs", task_id, error, DEFER_DELAY)
         if rq_queue:
-            self._requeue(task_id, rq_queue, delay=DEFER_DELAY)
+            self._requeue(task_id, rq_queue, delay=DEFER_DELAY, job_id=job_id)
         return Outcome.DEFERRED
 
-    def _requeue(self, task_id: str, rq_queue: str, *, delay: float) -> None:
+    def _requeue(self, task_id: str, rq_queue: str, *, delay: float, job_id: str) -> None:
         put_on_queue(
             self.connection,
             task_id=task_id,
@@ -315,6 +316,7 @@ class Runner:
             marker=self.namespace.marker(task_id),
             delay=delay,
             at_front=True,
+            running_job=job_id,
         )
 
     def _prepare_input(self, handler: TaskHandler, task: Task) -> object:
@@ -388,7 +390,7 @@ class Runner:
                 failure.message,
                 delay,
             )
-            self._enqueue_retry(result.unwrap(), delay)
+            self._enqueue_retry(result.unwrap(), delay, attempt.job_id)
             return Outcome.RETRYING
         result = self._write(attempt, status=TaskStatus.FAILED, error_data=error_data)
         if not self._moved(attempt, result):
@@ -396,7 +398,7 @@ class Runner:
         log.info("task %s failed (%s: %s)", task.id, failure.type, failure.message)
         return Outcome.FAILED
 
-    def _enqueue_retry(self, task: Task, delay: float) -> None:
+    def _enqueue_retry(self, task: Task, delay: float, job_id: str) -> None:
         """Schedule the retry at the front of its queue; if Redis is down, the reconciler
         queues it once it is due (the database says when)."""
         try:
@@ -406,6 +408,7 @@ class Runner:
                 namespace=self.namespace,
                 delay=delay,
                 at_front=True,
+                running_job=job_id,
             )
         except RedisError as exc:
             log.warning("task %s: retry not scheduled (%s); the reconciler will", task.id, exc)
@@ -457,23 +460,6 @@ class Attempt:
 
     task: Task
     job_id: str
-
-
-def release_marker(connection: Redis, marker: str, job_id: str) -> None:
-    """Delete the enqueue marker if it names ``job_id`` (a newer job's marker stays)."""
-    with connection.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(marker)  # type: ignore[no-untyped-call]
-                current = pipe.get(marker)
-                if current is None or text(current) != job_id:
-                    return
-                pipe.multi()
-                pipe.delete(marker)
-                pipe.execute()
-                return
-            except WatchError:
-                continue
 
 
 def _seconds_until(error: ApiErrorInfo) -> float:
