@@ -14,6 +14,7 @@ from foreman_api.clock import utcnow
 from foreman_api.storage.tables import tasks as tasks_table
 from tests.conftest import Api
 from tests.test_runs import TASKS, create_run, create_task, patch_run
+from tests.test_task_concurrency import run_in_threads
 from tests.test_tasks import get_run, get_task, patch_task
 
 RECONCILE = "/api/v1/reconcile"
@@ -231,6 +232,17 @@ def test_create_with_an_idempotency_key_makes_one_task(api: Api, auth: dict[str,
         api, other_org, create_run(api, other_org)["id"], idempotencyKey="order-1/charge"
     )
     assert theirs["id"] != first.json()["id"]
+
+
+def test_concurrent_creates_with_one_idempotency_key_make_one_task(
+    api: Api, auth: dict[str, str]
+) -> None:
+    run = create_run(api, auth)
+    body = {"runId": run["id"], "type": "t", "idempotencyKey": "race"}
+    answers = run_in_threads(8, lambda _: api.client.post(TASKS, headers=auth, json=body))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert get_run(api, auth, run["id"])["totalTasks"] == 1
 
 
 def test_create_queued_in_one_step(api: Api, auth: dict[str, str]) -> None:

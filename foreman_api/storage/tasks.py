@@ -107,14 +107,16 @@ def create_task(
     try:
         now = utcnow()
         with write_transaction(engine) as conn:
-            if idempotency_key is not None:
-                existing = _by_idempotency_key(conn, org_id=org_id, key=idempotency_key)
-                if existing is not None:
-                    return _replay(existing, run_id=run_id, type=type)
+            # A repeated idempotency key meets the unique index at the INSERT below, which
+            # rolls this transaction back (the counter too): see the except clause.
             counted = conn.execute(
                 _COUNT_NEW_TASK, {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
             )
             if counted.rowcount != 1:
+                if idempotency_key is not None:  # the task may predate the run's end
+                    existing = _by_idempotency_key(conn, org_id=org_id, key=idempotency_key)
+                    if existing is not None:
+                        return _replay(existing, run_id=run_id, type=type)
                 run = get_run_row(conn, org_id=org_id, run_id=run_id)
                 if run is None:
                     raise run_not_found(run_id)
