@@ -86,6 +86,8 @@ class LeaseKeeper:
         )
         if result.success:
             held.renewed_at = time.monotonic()
+        elif self._held is not held:
+            return  # the attempt ended meanwhile (its outcome was recorded): nothing to keep
         elif result.error is not None and result.error.status in (404, 409):
             held.lost = True
             log.warning(

@@ -244,8 +244,14 @@ class Runner:
         )
         if not claim.success:
             return self._claim_failed(task_id, rq_queue, claim, job_id)
-        task = claim.unwrap()
-        attempt = Attempt(task, job_id)
+        attempt = Attempt(claim.unwrap(), job_id)
+        # The lease is kept until the outcome is recorded: an outcome held back by an API
+        # outage still belongs to this attempt when the API returns.
+        with self.runtime.lease.hold(task_id, job_id):
+            return self._attempt(attempt)
+
+    def _attempt(self, attempt: Attempt) -> Outcome:
+        task = attempt.task
         handler = self.registry.get(task.type)
         if handler is None:
             failure = Failure(
@@ -262,8 +268,7 @@ class Runner:
         )
         started = time.monotonic()
         try:
-            with self.runtime.lease.hold(str(task.id), job_id):
-                value = self._call(handler, ctx, prepared)
+            value = self._call(handler, ctx, prepared)
         except Retry as exc:
             failure = Failure.from_exception(exc)
             return self._fail(attempt, _replace_delay(failure, exc.delay), handler)
@@ -278,7 +283,7 @@ class Runner:
             return self._fail(attempt, Failure.from_exception(exc), handler)
         except SystemExit as exc:  # sys.exit() in a handler must not end the worker
             return self._fail(attempt, Failure.from_exception(exc), handler)
-        log.debug("task %s ran in %.3fs", task_id, time.monotonic() - started)
+        log.debug("task %s ran in %.3fs", task.id, time.monotonic() - started)
         output = _to_json(value)
         if isinstance(output, Failure):
             return self._fail(attempt, output, handler)
