@@ -190,6 +190,7 @@ def main() -> None:
                     OrderLine(sku="pen", quantity=3, unit_price_cents=199),
                 ],
             )
+            wait_for_worker(client)
             run, first = start_order(client, order)
             say(f"run {run.id}: submitted validate-order {first.id}")
             finished = wait_for_tasks(client, str(run.id))
@@ -201,6 +202,17 @@ def main() -> None:
         print_run(client, str(run.id))
     if not ok:
         raise SystemExit(1)
+
+
+def wait_for_worker(client: ForemanClient, timeout: float = 60.0) -> None:
+    """Until the worker has registered its handlers with the API (GET /workers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = client.list_workers()
+        if workers.success and workers.data is not None and workers.data.data:
+            return
+        time.sleep(0.2)
+    raise SystemExit("demo: the worker did not register with the API in time")
 
 
 def wait_for_tasks(client: ForemanClient, run_id: str) -> list:  # type: ignore[type-arg]
