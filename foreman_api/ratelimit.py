@@ -53,7 +53,8 @@ def _decide(count: int, limit: int, reset_seconds: float) -> Decision:
         allowed=count <= limit,
         limit=limit,
         remaining=max(limit - count, 0),
-        reset_seconds=max(math.ceil(reset_seconds), 1),
+        # Rounded to the millisecond first: (now + 60) - now can be 60.000000001 in floats.
+        reset_seconds=max(math.ceil(round(reset_seconds, 3)), 1),
     )
 
 
