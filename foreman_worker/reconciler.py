@@ -36,6 +36,9 @@ log = logging.getLogger("foreman_worker.reconciler")
 PAGE_SIZE = 500
 STUCK_SECONDS = 5.0
 """A job taken from a queue but not started for this long was taken by a dead worker."""
+SCAN_SECONDS = 10.0
+"""How often the waiting tasks are checked against Redis (within 30 s of a loss, with the
+grace below)."""
 GRACE_SECONDS = 5.0
 """A task changed more recently than this may be between its database write and its
 enqueue: it is left alone until the next pass."""
@@ -85,12 +88,18 @@ class Reconciler:
         lock = self.namespace.lock("reconciler", self.org_id)
         if not self.connection.set(lock, self.holder, nx=True, px=int(self.interval * 1000)):
             return Pass(skipped=True)
+        # Lost workers are looked for on every pass; the (longer) scan of the waiting tasks
+        # against Redis runs once per SCAN_SECONDS, so a large backlog costs little.
+        scan_lock = self.namespace.lock("reconciler-scan", self.org_id)
+        scan = bool(
+            self.connection.set(scan_lock, self.holder, nx=True, px=int(SCAN_SECONDS * 1000))
+        )
         recovered = 0
         candidates: list[tuple[uuid.UUID, str]] = []
         after: uuid.UUID | None = None
         while True:
             result = self.client.reconcile_tasks(
-                after=after, limit=PAGE_SIZE, grace_seconds=self.grace_seconds
+                after=after, limit=PAGE_SIZE if scan else 1, grace_seconds=self.grace_seconds
             )
             if result.data is None:
                 log.warning("reconciliation skipped this time: %s", result.error)
@@ -104,6 +113,8 @@ class Reconciler:
             candidates += [
                 (t.id, t.queue) for t in page.recovered if t.status is TaskStatus.RETRYING
             ]
+            if not scan:
+                break
             candidates += [(t.id, t.queue) for t in page.waiting]
             if page.next is None:
                 break

@@ -28,6 +28,13 @@ def worker(world: World) -> Reconciler:
     return world.reconciler(interval=INTERVAL)
 
 
+@pytest.fixture(autouse=True)
+def scan_every_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check what a scan finds; test_the_scan_of_waiting_tasks_is_rationed below
+    checks how often one runs."""
+    monkeypatch.setattr(reconciler, "SCAN_SECONDS", 0.001)
+
+
 def next_pass(worker: Reconciler) -> reconciler.Pass:
     """A pass once the previous one's interval is over."""
     time.sleep(INTERVAL + 0.02)
@@ -190,3 +197,19 @@ def test_organisations_do_not_see_each_others_tasks(
         assert (done.recovered, done.requeued) == (1, 3)
         one_job_each(other, [*theirs, lost])
         one_job_each(world, mine)
+
+
+def test_the_scan_of_waiting_tasks_is_rationed(
+    world: World, worker: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lost workers are looked for on every pass; waiting tasks once per SCAN_SECONDS."""
+    monkeypatch.setattr(reconciler, "SCAN_SECONDS", 60.0)
+    task = world.task("t")
+    world.enqueue(task)
+    assert next_pass(worker).checked == 1
+    world.redis.flushall()  # (also drops the scan's lock: the next pass scans again)
+    assert next_pass(worker).requeued == 1
+    lost = world.claim(world.task("t"), "job-1")
+    world.expire_lease(lost)
+    rationed = next_pass(worker)
+    assert (rationed.recovered, rationed.checked) == (1, 1)  # the recovered task only
