@@ -10,8 +10,11 @@ dropped WITH (FORCE) at the end; or a temp SQLite file):
 
 * **raw RQ**: N no-op jobs (``worker_bench_app.noop``) enqueued first, then 1 or 2
   ``rq worker --burst -w rq.worker.SimpleWorker`` processes drain them;
-* **Foreman**: N tasks created, marked queued and enqueued first (``submit``), then 1 or 2
-  ``foreman-worker --burst`` processes drain them (claim → no-op handler → complete);
+* **Foreman**: N tasks created ``queued`` and enqueued first (``submit``: one API call with
+  an idempotency key, then one Redis transaction onto ``foreman:<org>:bench``), then 1 or 2
+  ``foreman-worker --burst`` processes drain them (each registers with the API, which names
+  its organisation's queues, and runs its reconciler, registration and lease threads; per
+  task: claim with a lease → no-op handler → fenced complete);
 * **Foreman, concurrent**: N tasks submitted while 2 (non-burst) workers consume them;
 * **profile**: one Foreman worker with per-phase timing and ``py-spy`` (if installed) on it.
 
@@ -19,7 +22,12 @@ Rates are N / (first job start → last job finish), from stamps the jobs themse
 (``bench/worker_bench_app.py``); process start-up and shut-down are not counted. Every case
 checks that all N tasks ended ``completed`` (the run's counters and the task list's total).
 CPU per process (utime+stime from /proc over the same window) shows who is the bottleneck:
-API, PostgreSQL, Redis and the workers all share this machine's cores.
+API, PostgreSQL, Redis and the workers all share this machine's cores. Each Foreman worker
+also counts the API calls it makes (claims, completions, lease renewals, registrations,
+reconciliations) and the CPU of its background threads; both are printed per task.
+
+The API and the workers are started with this checkout first on ``PYTHONPATH``, so a copy
+of the repository (a ``git worktree`` of an older commit) benchmarks its own code.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -55,11 +64,14 @@ sys.path.insert(1, str(ROOT))
 from foreman_api.schemas import TaskStatus  # noqa: E402
 from foreman_api.storage.engine import create_engine  # noqa: E402
 from foreman_worker import ForemanClient, submit  # noqa: E402
+from foreman_worker.queues import Namespace  # noqa: E402
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
 QUEUE = "bench"
 APP = "worker_bench_app"
+ORG = "bench"
+"""The organisation of the benchmark's API key: its Foreman queue is ``foreman:bench:bench``."""
 POSTGRES_ADMIN_URL = os.environ.get(
     "FOREMAN_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -95,6 +107,10 @@ def stop_all() -> None:
     for process in reversed(_children):
         stop(process)
     _children.clear()
+
+
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
 def free_port() -> int:
@@ -245,7 +261,8 @@ class Api:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "FOREMAN_DATABASE_URL": self.database_url}
+        env = {**os.environ, "FOREMAN_DATABASE_URL": self.database_url,
+               "PYTHONPATH": os.pathsep.join([str(ROOT), *_pythonpath()])}
         env.pop("FOREMAN_REDIS_URL", None)  # the key is unlimited: no rate-limit counters
         return env
 
@@ -254,7 +271,7 @@ class Api:
         subprocess.run([api, "migrate"], env=self.env, check=True, capture_output=True,
                        timeout=120)
         self.key = subprocess.run(
-            [api, "keys", "create", "--org", "bench", "--name", "worker", "--permissions", "*",
+            [api, "keys", "create", "--org", ORG, "--name", "worker", "--permissions", "*",
              "--rate-limit", "unlimited", "--quiet"],
             env=self.env, check=True, capture_output=True, text=True, timeout=60,
         ).stdout.strip()
@@ -288,6 +305,8 @@ class CaseResult:
     machine: float
     rss: dict[str, list[float]]
     verified: str
+    calls: dict[str, float] = field(default_factory=dict)
+    """What the workers counted (worker_bench_app): API calls, their seconds, thread CPU."""
 
 
 class Bench:
@@ -306,11 +325,20 @@ class Bench:
 
     def worker_env(self, api: Api | None = None, **extra: str) -> dict[str, str]:
         env = {**os.environ, "BENCH_REDIS_URL": self.redis_url,
-               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]), **extra}
+               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), *_pythonpath()]), **extra}
         if api is not None:
             env.update(FOREMAN_API_URL=api.url, FOREMAN_API_KEY=api.key,
-                       FOREMAN_REDIS_URL=self.redis_url)
+                       FOREMAN_REDIS_URL=self.redis_url, FOREMAN_BENCH_CALLS="1")
         return env
+
+    def worker_calls(self) -> dict[str, float]:
+        """The workers' API call counts and thread CPU, summed over the worker processes."""
+        total: dict[str, float] = {}
+        for raw in self.conn.lrange("bench:calls", 0, -1):
+            for name, value in json.loads(raw).items():
+                if name != "pid":
+                    total[name] = total.get(name, 0.0) + value
+        return total
 
     def stamps(self) -> tuple[float, float]:
         firsts = [float(v) for v in self.conn.lrange("bench:firsts", 0, -1)]
@@ -426,7 +454,13 @@ class Bench:
         self.wait_exit(workers, f"Foreman {label}")
         start, end = self.stamps()
         verified = self.verify(client, run_id)
+        # Burst workers exit once their organisation's (namespaced) queue is empty; a job
+        # left there can only be a reconciler's late re-enqueue of a task already done.
+        rq_queue = Namespace(os.environ.get("FOREMAN_QUEUE_PREFIX", "")).queue(ORG, QUEUE)
+        left = Queue(rq_queue, connection=self.conn).count
+        verified += f", {left} jobs left on {rq_queue}"
         result = self.result(f"Foreman {label}", processes, sampler, start, end, verified)
+        result.calls = self.worker_calls()
         if timing:
             self.timing = [json.loads(v) for v in self.conn.lrange("bench:timing", 0, -1)]
         if spy_output is not None:
@@ -463,7 +497,9 @@ class Bench:
         self.wait_exit(workers, f"Foreman {label}")
         start, end = self.stamps()
         verified = self.verify(client, run_id)
-        return self.result(f"Foreman {label}", processes, sampler, start, end, verified)
+        result = self.result(f"Foreman {label}", processes, sampler, start, end, verified)
+        result.calls = self.worker_calls()
+        return result
 
     # ---- profiling -----------------------------------------------------------------------
 
@@ -556,9 +592,51 @@ def print_table(results: list[CaseResult], rq_rate: dict[int, float]) -> None:
             per_task = {g: 1000 * v / r.rate for g, v in r.cpu.items()}
             parts = ", ".join(f"{g} {per_task[g]:.2f}" for g in groups if g in per_task)
             print(f"  CPU ms per task, {r.name} x{r.processes}: {parts}")
+    for r in results:
+        if r.calls:
+            print(format_calls(r))
     print()
     for r in results:
         print(f"  check, {r.name} x{r.processes}: {r.verified}")
+
+
+CALL_NAMES = {"claim": "claim", "complete": "complete", "heartbeat_task": "lease renewal",
+              "register_worker": "registration", "reconcile_tasks": "reconcile",
+              "delete_worker": "deregistration"}
+
+
+THREAD_NAMES = {"main thread": "main (jobs)", "foreman-lease": "lease keeper",
+                "foreman-heartbeat": "RQ heartbeat", "foreman-reconciler": "reconciler",
+                "foreman-reaper": "reaper", "foreman-presence": "registration",
+                "foreman-scheduler": "scheduler"}
+"""Worker threads by name; unnamed ones (RQ's pubsub listener) are "other"."""
+
+
+def format_calls(r: CaseResult) -> str:
+    """The workers' API calls per task (mean wall ms each) and their threads' CPU per task."""
+    n = r.tasks
+    calls = r.calls
+    names = [k for k in calls if not k.endswith(".s") and not k.startswith("cpu:")]
+    order = [*CALL_NAMES, *sorted(set(names) - set(CALL_NAMES))]
+    parts = []
+    for name in order:
+        count = calls.get(name, 0.0)
+        if name not in calls and name not in ("heartbeat_task",):
+            continue
+        mean = 1000 * calls.get(f"{name}.s", 0.0) / count if count else 0.0
+        label = CALL_NAMES.get(name, name)
+        parts.append(f"{label} {count / n:.3f}" + (f" ({mean:.1f} ms)" if mean else "")
+                     + (f" [{count:.0f}]" if 0 < count < n / 10 else ""))
+    threads: dict[str, float] = {}
+    for key, seconds in calls.items():
+        if key.startswith("cpu:"):
+            name = THREAD_NAMES.get(key[4:], "other" if key.startswith("cpu:Thread-") else key[4:])
+            threads[name] = threads.get(name, 0.0) + seconds
+    known = list(THREAD_NAMES.values())
+    ordered = sorted(threads.items(), key=lambda kv: [*known, kv[0]].index(kv[0]))
+    cpu = ", ".join(f"{name} {1000 * v / n:.3f}" for name, v in ordered)
+    return (f"  worker API calls per task, {r.name} x{r.processes}: {', '.join(parts)}\n"
+            f"    worker threads' CPU ms per task (whole worker lives): {cpu}")
 
 
 def format_timing(timing: list[dict[str, float]]) -> str:
@@ -616,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # The burst cases submit before any worker has registered: the API then warns, per task,
+    # that no live worker serves the type. Expected here, and one log line per task.
+    logging.getLogger("foreman_worker.enqueue").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="foreman_wbench_"))
     bench = Bench(args, workdir)
     results: list[CaseResult] = []

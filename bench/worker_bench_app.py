@@ -9,6 +9,13 @@ dequeue to last finish, without process start-up and shut-down.
 With ``FOREMAN_BENCH_TIMING=1`` a Foreman worker also times the phases of every job
 (claim, handler, complete, the rest of the runner, RQ's own work around the job, and the
 loop between jobs) and pushes the totals to ``bench:timing`` at exit.
+
+Every Foreman worker (``FOREMAN_BENCH_CALLS=1``, set by the benchmark) also counts what it
+sends to the API, by call (claim, complete, lease renewal, registration, reconcile, ...),
+with their wall time and refusals, and the CPU of each of its background threads (lease
+keeper, reconciler, registration, scheduler, RQ heartbeat: ``time.thread_time`` when a
+loop ends, ``/proc/self/task`` for threads still alive at exit); it pushes them to
+``bench:calls`` at exit. That costs a lock, a counter and two clock reads per API call.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +47,9 @@ def _report() -> None:
     conn.rpush("bench:lasts", json.dumps({"pid": os.getpid(), **_state}))
     if _timing:
         conn.rpush("bench:timing", json.dumps({"pid": os.getpid(), **_timing}))
+    if _calls:
+        _thread_cpu()
+        conn.rpush("bench:calls", json.dumps({"pid": os.getpid(), **_calls}))
     conn.close()
 
 
@@ -125,3 +136,85 @@ def _install_timing() -> None:
 
 if os.environ.get("FOREMAN_BENCH_TIMING") == "1":
     _install_timing()
+
+
+# ---- API calls and background-thread CPU of a Foreman worker ---------------------------
+
+_calls: dict[str, float] = {}
+_calls_lock = threading.Lock()
+
+
+def _count(name: str, seconds: float, n: float = 1) -> None:
+    with _calls_lock:
+        _calls[name] = _calls.get(name, 0) + n
+        _calls[f"{name}.s"] = _calls.get(f"{name}.s", 0.0) + seconds
+
+
+def _cpu(thread: str, seconds: float) -> None:
+    with _calls_lock:
+        _calls[f"cpu:{thread}"] = _calls.get(f"cpu:{thread}", 0.0) + seconds
+
+
+def _call_name(build: Any, kwargs: dict[str, Any]) -> str:
+    name = str(getattr(build, "__name__", build))
+    if name == "update_task":
+        status = str(getattr(kwargs.get("status"), "value", kwargs.get("status")))
+        return {"running": "claim", "completed": "complete"}.get(status, f"update:{status}")
+    return name
+
+
+def _install_counting() -> None:
+    """Count API calls (and their wall time) and background-thread CPU, per worker process."""
+    from foreman_worker.client import ForemanClient
+
+    call = ForemanClient._call
+
+    def counted_call(self: ForemanClient, build: Any, /, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = call(self, build, *args, **kwargs)
+        name = _call_name(build, kwargs)
+        _count(name, time.perf_counter() - start)
+        if getattr(result, "error", None) is not None:
+            status = getattr(result.error, "status", None)
+            _count(f"{name} refused ({status})", 0.0)
+        return result
+
+    ForemanClient._call = counted_call  # type: ignore[method-assign]
+
+    try:
+        from foreman_worker.worker import ForemanWorker
+    except ImportError:
+        return
+    loop = ForemanWorker._loop
+
+    def timed_loop(self: ForemanWorker, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return loop(self, *args, **kwargs)
+        finally:  # the thread's whole life: its CPU so far is all it will spend
+            _cpu(threading.current_thread().name, time.thread_time())
+            _threads_counted.add(threading.get_native_id())
+
+    ForemanWorker._loop = timed_loop  # type: ignore[method-assign]
+
+
+_threads_counted: set[int] = set()
+
+
+def _thread_cpu() -> None:
+    """At exit: the CPU of this process's threads still alive (e.g. the lease keeper)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    _cpu("main thread", time.thread_time())  # atexit runs on the main thread
+    for thread in threading.enumerate():
+        tid = thread.native_id
+        if thread is threading.main_thread() or tid is None or tid in _threads_counted:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        _cpu(thread.name, (int(fields[11]) + int(fields[12])) / tick)
+
+
+if os.environ.get("FOREMAN_BENCH_CALLS") == "1":
+    _install_counting()
