@@ -8,7 +8,9 @@ organisation act at a time (another takes over when it dies). Each pass:
 2. pages through the tasks the database says should be waiting on a queue (``queued``, or
    ``retrying`` and due) and puts back, at the front of its queue, each one that has no
    waiting job in Redis — after a Redis restart or FLUSHALL, a crash between a database
-   write and its enqueue, or a worker killed between taking a job and claiming it.
+   write and its enqueue, or a worker killed between taking a job and claiming it. A job
+   that started in the last few seconds is not lost: its worker is claiming the task (the
+   claim has not landed yet), and a second job would only be refused.
 
 Checking a page costs two pipelined Redis round trips (markers, then their jobs); only the
 lost tasks go through the atomic enqueue.
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from redis import Redis
 from rq import Queue
 from rq.job import JobStatus
+from rq.utils import now as rq_now
+from rq.utils import utcparse
 
 from foreman_api.schemas import TaskStatus
 from foreman_worker.client import ForemanClient
@@ -39,6 +43,8 @@ STUCK_SECONDS = 5.0
 SCAN_SECONDS = 10.0
 """How often the waiting tasks are checked against Redis (within 30 s of a loss, with the
 grace below)."""
+STARTING_SECONDS = 5.0
+"""A job that started this recently may still be claiming its task: not lost yet."""
 GRACE_SECONDS = 5.0
 """A task changed more recently than this may be between its database write and its
 enqueue: it is left alone until the next pass."""
@@ -96,6 +102,7 @@ class Reconciler:
         )
         recovered = 0
         candidates: list[tuple[uuid.UUID, str]] = []
+        waiting: list[tuple[uuid.UUID, str]] = []
         after: uuid.UUID | None = None
         while True:
             result = self.client.reconcile_tasks(
@@ -115,15 +122,16 @@ class Reconciler:
             ]
             if not scan:
                 break
-            candidates += [(t.id, t.queue) for t in page.waiting]
+            waiting += [(t.id, t.queue) for t in page.waiting]
             if page.next is None:
                 break
             after = page.next
-        self.unstick({self.namespace.queue(self.org_id, queue) for _, queue in candidates})
-        requeued = self.requeue_lost(candidates)
+        self.unstick({self.namespace.queue(self.org_id, q) for _, q in candidates + waiting})
+        # A recovered task's job is dead; a waiting task's may have just started.
+        requeued = self.requeue_lost(candidates) + self.requeue_lost(waiting, starting=True)
         if requeued or recovered:
             log.info("reconciled: %d recovered, %d put back on their queues", recovered, requeued)
-        return Pass(recovered=recovered, requeued=requeued, checked=len(candidates))
+        return Pass(recovered=recovered, requeued=requeued, checked=len(candidates + waiting))
 
     def unstick(self, rq_queues: Iterable[str]) -> int:
         """Fail the jobs a worker took off a queue but died before starting.
@@ -154,10 +162,18 @@ class Reconciler:
         self._intermediate = seen
         return failed
 
-    def requeue_lost(self, tasks: Sequence[tuple[uuid.UUID, str]]) -> int:
-        """Put each task that has no waiting job on the front of its queue; how many."""
+    def requeue_lost(
+        self, tasks: Sequence[tuple[uuid.UUID, str]], *, starting: bool = False
+    ) -> int:
+        """Put each task that has no waiting job on the front of its queue; how many.
+
+        With ``starting``, a job that started less than :data:`STARTING_SECONDS` ago also
+        holds its task: its worker took it and is claiming the task right now.
+        """
+        if not tasks:
+            return 0
         targets = [(str(task_id), self.namespace.queue(self.org_id, q)) for task_id, q in tasks]
-        waiting = self._waiting(targets)
+        waiting = self._waiting(targets, starting=starting)
         lost = [target for target, found in zip(targets, waiting, strict=True) if not found]
         put = 0
         for task_id, rq_queue in lost:
@@ -175,8 +191,9 @@ class Reconciler:
                 )
         return put
 
-    def _waiting(self, targets: Iterable[tuple[str, str]]) -> list[bool]:
-        """For each (task id, RQ queue): does a job for it wait on that queue?"""
+    def _waiting(self, targets: Iterable[tuple[str, str]], *, starting: bool) -> list[bool]:
+        """For each (task id, RQ queue): does a job for it wait on that queue (or, with
+        ``starting``, has one just started there)?"""
         targets = list(targets)
         with self.connection.pipeline(transaction=False) as pipe:
             for task_id, _ in targets:
@@ -185,13 +202,28 @@ class Reconciler:
         with self.connection.pipeline(transaction=False) as pipe:
             for marker in markers:
                 if marker is not None:
-                    pipe.hmget(f"rq:job:{text(marker)}", ["status", "origin"])
+                    pipe.hmget(f"rq:job:{text(marker)}", ["status", "origin", "started_at"])
             jobs = iter(pipe.execute())
         waiting = []
         for (_, rq_queue), marker in zip(targets, markers, strict=True):
             if marker is None:
                 waiting.append(False)
                 continue
-            status, origin = next(jobs)
-            waiting.append(is_waiting_job(status, origin, rq_queue))
+            status, origin, started_at = next(jobs)
+            waiting.append(
+                is_waiting_job(status, origin, rq_queue)
+                or (starting and _just_started(status, origin, started_at, rq_queue))
+            )
         return waiting
+
+
+def _just_started(
+    status: bytes | None, origin: bytes | None, started_at: bytes | None, rq_queue: str
+) -> bool:
+    """Whether a job hash says the job started on ``rq_queue`` under STARTING_SECONDS ago."""
+    if status is None or origin is None or not started_at:
+        return False
+    if text(status) != JobStatus.STARTED.value or text(origin) != rq_queue:
+        return False
+    age = (rq_now() - utcparse(text(started_at))).total_seconds()
+    return age < STARTING_SECONDS

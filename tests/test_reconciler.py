@@ -8,6 +8,8 @@ import logging
 import time
 
 import pytest
+from rq.utils import now as rq_now
+from rq.utils import utcformat
 
 from foreman_api.schemas import Task, TaskStatus
 from foreman_worker import reconciler
@@ -164,6 +166,33 @@ def test_a_job_a_live_worker_started_is_left_alone(
     assert world.queue().intermediate_queue.get_job_ids() == [taken]
     job = world.queue().fetch_job(taken)
     assert job is not None and job.get_status() == "queued"
+
+
+def test_a_job_that_just_started_is_not_lost_until_it_fails_to_claim(
+    world: World, worker: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a job's start and its claim landing the task is still ``queued``: a scan in
+    that window must not queue a second job, but a worker that died there loses nothing."""
+    monkeypatch.setattr(reconciler, "STARTING_SECONDS", 0.5)
+    world.registry.task("t")(lambda ctx: "done")
+    task = world.task("t")
+    world.enqueue(task)
+    started = take_job(world, task)
+    queue = world.queue()
+    world.redis.lrem(queue.intermediate_queue_key, 0, started)
+    world.redis.zadd(queue.started_job_registry.key, {f"{started}:execution-1": time.time() + 60})
+    world.redis.hset(
+        f"rq:job:{started}", mapping={"status": "started", "started_at": utcformat(rq_now())}
+    )
+
+    assert next_pass(worker).requeued == 0  # its worker is claiming it right now
+    assert world.get(task).status is TaskStatus.QUEUED and world.queue().job_ids == []
+    time.sleep(0.5)  # no claim came: that worker died between start and claim
+    assert next_pass(worker).requeued == 1
+    new_job = world.marker(task)
+    assert new_job not in (None, started) and world.queue().job_ids == [new_job]
+    assert next_pass(worker).requeued == 0
+    assert world.run(task, str(new_job)) is Outcome.COMPLETED
 
 
 def test_one_pass_per_interval_across_the_workers_of_an_organisation(
