@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import redis
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from foreman_api import __version__
 from foreman_api.auth import Authenticator
 from foreman_api.deps import Services
-from foreman_api.errors import ApiError
+from foreman_api.errors import ApiError, error_body, invalid_request
+from foreman_api.http.dispatch import FastPath
+from foreman_api.http.endpoints import Endpoint
+from foreman_api.http.openapi import document
 from foreman_api.middleware import BodySizeLimit, RateLimitHeaders
 from foreman_api.outages import database_outage, watch_commits
 from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -30,6 +34,7 @@ from foreman_api.storage.migrate import pending_revision
 log = logging.getLogger("foreman_api")
 
 API_PREFIX = "/api/v1"
+ROUTE_MODULES = (runs, tasks, run_data, workers)
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -57,17 +62,13 @@ def _error_response(
     code: str,
     details: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": message, "code": code, "details": details or []},
+) -> Response:
+    return Response(
+        error_body(message, code, details),
         status_code=status,
         headers=headers,
+        media_type="application/json",
     )
-
-
-def _field_path(location: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in location if p not in ("body", "query", "path")]
-    return ".".join(parts) or str(location[0] if location else "")
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -89,22 +90,16 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(_request: Request, exc: ApiError) -> Response:
         return _error_response(exc.status_code, exc.message, exc.code, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": _field_path(tuple(err.get("loc", ()))), "message": err.get("msg", "")}
-            for err in exc.errors()
-        ]
-        summary = "; ".join(
-            f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:3]
-        )
-        return _error_response(400, f"invalid request: {summary}", "invalid_request", details)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        invalid = invalid_request(exc.errors())
+        return _error_response(400, invalid.message, invalid.code, invalid.details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
         headers = dict(exc.headers or {})
@@ -117,16 +112,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(exc.status_code, message, code, headers=headers)
 
     @app.exception_handler(RecursionError)
-    async def too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
+    async def too_deep(_request: Request, _exc: RecursionError) -> Response:
         return _error_response(400, "JSON body is nested too deeply", "invalid_request")
 
     @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error_response(500, "internal server error", "internal_error")
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
-    async def database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+    async def database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> Response:
         outage = database_outage(exc)
         if outage is None:
             return await internal_error(request, exc)
@@ -154,8 +149,13 @@ def _rate_limiter(settings: Settings) -> tuple[RateLimiter, redis.Redis | None]:
     return RedisRateLimiter(client, namespace=settings.rate_limit_namespace), client
 
 
-def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = None) -> FastAPI:
-    """Build the API. Refuses (UnmigratedDatabase) a database that needs ``foreman-api migrate``."""
+def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = None) -> FastPath:
+    """Build the API. Refuses (UnmigratedDatabase) a database that needs ``foreman-api migrate``.
+
+    The declared endpoints (:mod:`foreman_api.http`) are served by :class:`FastPath`, which
+    hands every other request (``/docs``, ``/openapi.json``, routes still on FastAPI) to
+    the FastAPI app it wraps.
+    """
     settings = settings or get_settings()
     engine = engine or create_engine(settings.database_url)
     watch_commits(engine)
@@ -180,8 +180,14 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
     )
     _install_error_handlers(app)
     app.include_router(health.router)
-    for module in (runs, tasks, run_data, workers):
-        app.include_router(module.router, prefix=API_PREFIX)
+    declared: list[Endpoint] = []
+    for module in ROUTE_MODULES:
+        # While routes move to foreman_api.http, a module has a FastAPI router or endpoints.
+        if hasattr(module, "router"):
+            app.include_router(module.router, prefix=API_PREFIX)
+        if hasattr(module, "endpoints"):
+            declared += [replace(e, path=API_PREFIX + e.path) for e in module.endpoints.declared]
+    document(app, declared)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    return app
+    return FastPath(app, app.state.services, declared)

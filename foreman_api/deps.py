@@ -7,7 +7,7 @@ Routes declare what they need with the ``Annotated`` aliases at the bottom, e.g.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -51,18 +51,18 @@ async def get_engine(request: Request) -> sa.Engine:
 Engine = Annotated[sa.Engine, Depends(get_engine)]
 
 
-def _presented_key(request: Request) -> str | None:
+def _presented_key(headers: Mapping[str, str]) -> str | None:
     """The key from ``Authorization: Bearer <key>`` or ``x-api-key``; None when neither.
 
     An ``Authorization`` header that is not ``Bearer <key>`` (and no ``x-api-key`` to fall
     back on) is a ``401 malformed_authorization``.
     """
-    authorization = request.headers.get("authorization")
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
+    api_key = headers.get("x-api-key", "").strip()
     if api_key:
         return api_key
     if authorization is not None:
@@ -74,7 +74,7 @@ def _presented_key(request: Request) -> str | None:
 
 
 async def _count(
-    request: Request, services: Services, bucket: str, principal: Principal | None
+    services: Services, bucket: str, principal: Principal | None, path: str
 ) -> Decision | None:
     if principal is None:
         limit = services.settings.auth_failure_rate_limit
@@ -87,8 +87,45 @@ async def _count(
     except redis.RedisError:
         # Rate limiting fails open: an unreachable Redis must not take the API down with it.
         # /health reports it as degraded.
-        log.warning("rate limiter unavailable; request %s allowed", request.url.path)
+        log.warning("rate limiter unavailable; request %s allowed", path)
         return None
+
+
+async def authorise(
+    services: Services, headers: Mapping[str, str], client: str, path: str
+) -> tuple[Principal, dict[str, str]]:
+    """The caller of a request, and the rate-limit headers its response carries.
+
+    Resolves the presented key (``401`` with its own code for each failure; failures are
+    themselves rate-limited per client address) and counts the request against the key's
+    limit (``429`` with ``Retry-After`` beyond it). The common case (key cached, limiter in
+    memory) does no I/O; the database lookup and a Redis limiter run in the thread pool.
+    """
+    authenticator = services.authenticator
+    try:
+        presented = _presented_key(headers)
+        principal = authenticator.resolve_cached(presented)
+        if principal is None:
+            principal = await run_in_threadpool(authenticator.authenticate, presented)
+    except Unauthorized as exc:
+        failures = await _count(services, f"authfail:{client}", None, path)
+        if failures is not None and not failures.allowed:
+            raise RateLimited(
+                "too many failed authentications from this address; try again later",
+                headers={"Retry-After": str(failures.reset_seconds)},
+            ) from exc
+        exc.headers.setdefault("WWW-Authenticate", 'Bearer realm="foreman"')
+        raise
+    decision = await _count(services, f"key:{principal.key_id}", principal, path)
+    if decision is None:
+        return principal, {}
+    if not decision.allowed:
+        raise RateLimited(
+            f"rate limit of {decision.limit} requests exceeded; retry in "
+            f"{decision.reset_seconds} s",
+            headers=decision.headers(),
+        )
+    return principal, decision.headers()
 
 
 # Declared for the OpenAPI document (either scheme authenticates a request); the header
@@ -112,37 +149,12 @@ async def authenticate(
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
     _api_key: Annotated[str | None, Security(api_key_scheme)] = None,
 ) -> Principal:
-    """Resolve the caller's key and count the request against its rate limit.
-
-    async so that the common case (key cached, limiter in memory) runs on the event loop
-    without a hop to a worker thread; the database lookup and a Redis limiter, which block,
-    run in the thread pool.
-    """
-    services = get_services(request)
-    authenticator = services.authenticator
-    try:
-        presented = _presented_key(request)
-        principal = authenticator.resolve_cached(presented)
-        if principal is None:
-            principal = await run_in_threadpool(authenticator.authenticate, presented)
-    except Unauthorized as exc:
-        client = request.client.host if request.client else "unknown"
-        failures = await _count(request, services, f"authfail:{client}", None)
-        if failures is not None and not failures.allowed:
-            raise RateLimited(
-                "too many failed authentications from this address; try again later",
-                headers={"Retry-After": str(failures.reset_seconds)},
-            ) from exc
-        exc.headers.setdefault("WWW-Authenticate", 'Bearer realm="foreman"')
-        raise
-    decision = await _count(request, services, f"key:{principal.key_id}", principal)
-    if decision is not None:
-        setattr(request.state, RATE_LIMIT_HEADERS_STATE, decision.headers())
-        if not decision.allowed:
-            raise RateLimited(
-                f"rate limit of {decision.limit} requests exceeded; retry in "
-                f"{decision.reset_seconds} s"
-            )
+    """The request's caller (see :func:`authorise`); async, so it runs on the event loop."""
+    client = request.client.host if request.client else "unknown"
+    principal, limit_headers = await authorise(
+        get_services(request), request.headers, client, request.url.path
+    )
+    setattr(request.state, RATE_LIMIT_HEADERS_STATE, limit_headers)
     return principal
 
 

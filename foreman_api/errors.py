@@ -1,20 +1,22 @@
 """HTTP errors as exceptions; one handler in :mod:`foreman_api.app` renders them.
 
-    ApiError                 base: status_code, code, message, details
-    ├── BadRequest           400 invalid_request (validation, pagination, ids)
-    ├── Unauthorized         401 unauthorized (no, unknown, expired or revoked key)
-    ├── Forbidden            403 forbidden (names the permission required)
-    ├── NotFound             404 not_found (also for another organisation's ids)
-    ├── Conflict             409 conflict / invalid_transition
-    ├── PayloadTooLarge      413 payload_too_large
-    ├── RateLimited          429 rate_limited (carries retry_after)
-    ├── ServiceUnavailable   503 service_unavailable
-    │   └── DatabaseUnavailable  503 database_unavailable (nothing written; Retry-After)
-    └── DatabaseOutcomeUnknown   504 database_outcome_unknown (lost during COMMIT)
+ApiError                 base: status_code, code, message, details
+├── BadRequest           400 invalid_request (validation, pagination, ids)
+├── Unauthorized         401 unauthorized (no, unknown, expired or revoked key)
+├── Forbidden            403 forbidden (names the permission required)
+├── NotFound             404 not_found (also for another organisation's ids)
+├── Conflict             409 conflict / invalid_transition
+├── PayloadTooLarge      413 payload_too_large
+├── RateLimited          429 rate_limited (carries retry_after)
+├── ServiceUnavailable   503 service_unavailable
+│   └── DatabaseUnavailable  503 database_unavailable (nothing written; Retry-After)
+└── DatabaseOutcomeUnknown   504 database_outcome_unknown (lost during COMMIT)
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -93,3 +95,26 @@ class DatabaseOutcomeUnknown(ApiError):
 
     status_code = 504
     code = "database_outcome_unknown"
+
+
+def error_body(message: str, code: str, details: list[dict[str, Any]] | None = None) -> bytes:
+    """The JSON body of every error response: ``{"error", "code", "details"}``."""
+    return json.dumps({"error": message, "code": code, "details": details or []}).encode()
+
+
+def invalid_request(errors: Iterable[Mapping[str, Any]]) -> BadRequest:
+    """The ``400`` for pydantic/FastAPI validation errors: each field named in ``details``
+    and the first three in the message."""
+    details = [
+        {"field": _field_path(tuple(err.get("loc", ()))), "message": err.get("msg", "")}
+        for err in errors
+    ]
+    summary = "; ".join(
+        f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:3]
+    )
+    return BadRequest(f"invalid request: {summary}", details=details)
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path")]
+    return ".".join(parts) or str(location[0] if location else "body")

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from foreman_api.deps import RATE_LIMIT_HEADERS_STATE
-
-
-def _error_body(message: str, code: str) -> bytes:
-    return json.dumps({"error": message, "code": code, "details": []}).encode()
+from foreman_api.errors import error_body
 
 
 class BodySizeLimit:
@@ -73,7 +69,7 @@ class _BodyTooLarge(Exception):
 
 
 async def _send_error(send: Send, status: int, message: str, code: str) -> None:
-    body = _error_body(message, code)
+    body = error_body(message, code)
     await send(
         {
             "type": "http.response.start",

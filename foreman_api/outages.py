@@ -25,6 +25,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import ExceptionContext
 
+from foreman_api.db.errors import Unreachable
 from foreman_api.errors import ApiError, DatabaseOutcomeUnknown, DatabaseUnavailable
 
 RETRY_AFTER_SECONDS: Final = 1
@@ -81,6 +82,8 @@ def _on_error(context: ExceptionContext) -> None:
 def database_outage(exc: BaseException) -> ApiError | None:
     """The error to answer for ``exc`` if it is a database outage; None for anything else."""
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, Unreachable):  # the request path's driver errors (foreman_api.db)
+        return _outage(exc.outcome_unknown, headers)
     if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection free in time
         return DatabaseUnavailable(
             "the database is too busy to take this request; nothing was written, try again shortly",
@@ -88,7 +91,11 @@ def database_outage(exc: BaseException) -> ApiError | None:
         )
     if not isinstance(exc, sa.exc.DBAPIError) or not _unavailable(exc):
         return None
-    if getattr(exc, _COMMIT_UNKNOWN, False):
+    return _outage(getattr(exc, _COMMIT_UNKNOWN, False), headers)
+
+
+def _outage(outcome_unknown: bool, headers: dict[str, str]) -> ApiError:
+    if outcome_unknown:
         return DatabaseOutcomeUnknown(
             "the connection to the database was lost while saving; the change may or may "
             "not have been saved",

@@ -358,6 +358,8 @@ class RunData(_Response):
 # ---- envelopes --------------------------------------------------------------------------
 
 SortOrder = Literal["asc", "desc"]
+MAX_OFFSET = 2**31 - 1
+"""Offsets beyond this are a ``400`` rather than an overflow in the database."""
 TimeSort = Literal["createdAt", "updatedAt"]
 """How runs and tasks lists sort; ties are broken by id."""
 Item = TypeVar("Item")
@@ -367,6 +369,28 @@ class Pagination(_Response):
     total: int
     limit: int
     offset: int
+
+
+class PageQuery(BaseModel):
+    """Query parameters of every list: a page and its order."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    limit: int = Field(default=100, ge=1, le=1000, description="Page size, 1 to 1000.")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")
+    sort_by: TimeSort = Field(default="createdAt", alias="sortBy")
+    sort_order: SortOrder = Field(default="desc", alias="sortOrder")
+
+
+class TaskListQuery(PageQuery):
+    run_id: uuid.UUID | None = Field(default=None, alias="runId")
+    parent_task_id: uuid.UUID | None = Field(default=None, alias="parentTaskId")
+    status: TaskStatus | None = None
+    type: TaskType | None = None
+
+
+class TaskPath(BaseModel):
+    task_id: uuid.UUID = Field(alias="taskId")
 
 
 class Page(_Response, Generic[Item]):

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     auth_failure_limit: str = "30/1m"
     key_cache_seconds: float = Field(default=2.0, ge=0)
+    sqlite_lock_timeout: float = Field(default=30.0, gt=0)
+    """SQLite: how long a write waits for another process's write lock before a 503."""
 
     @field_validator("env")
     @classmethod

@@ -124,12 +124,13 @@ def make_api(engine: sa.Engine) -> Iterator[Callable[..., Api]]:
         }
         settings = Settings(**(defaults | overrides))
         client = TestClient(create_app(settings, engine=engine), raise_server_exceptions=False)
+        client.__enter__()  # one event loop for the client's requests, closed at teardown
         clients.append(client)
         return Api(client=client, engine=engine, settings=settings)
 
     yield build
     for client in clients:
-        client.close()
+        client.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from foreman_api.db import open_database
 from foreman_api.domain.states import TASK_TRANSITIONS
 from foreman_api.schemas import TaskStatus
 from foreman_api.storage.engine import read_transaction
@@ -243,10 +245,18 @@ def test_task_belongs_to_run_helper(api: Api, auth: dict[str, str]) -> None:
     task = create_task(api, auth, run["id"])
     other = create_run(api, auth)
     run_id, task_id, other_id = (uuid.UUID(x) for x in (run["id"], task["id"], other["id"]))
-    with read_transaction(api.engine) as conn:
-        assert task_belongs_to_run(conn, org_id="org-a", run_id=run_id, task_id=task_id)
-        assert not task_belongs_to_run(conn, org_id="org-a", run_id=other_id, task_id=task_id)
-        assert not task_belongs_to_run(conn, org_id="org-b", run_id=run_id, task_id=task_id)
+
+    async def belongs() -> list[bool]:
+        db = await open_database(api.settings.database_url)
+        try:
+            return [
+                await task_belongs_to_run(db, org_id=org, run_id=run, task_id=task_id)
+                for org, run in (("org-a", run_id), ("org-a", other_id), ("org-b", run_id))
+            ]
+        finally:
+            await db.close()
+
+    assert asyncio.run(belongs()) == [True, False, False]
 
 
 def test_create_task_in_unknown_run_is_404(api: Api, auth: dict[str, str]) -> None:

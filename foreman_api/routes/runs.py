@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from foreman_api.deps import CanCreateRuns, CanReadRuns, CanUpdateRuns, Engine
 from foreman_api.schemas import (
+    MAX_OFFSET,
     Page,
     Pagination,
     Run,
@@ -29,9 +30,6 @@ from foreman_api.storage import runs as storage
 from foreman_api.storage.rows import run_from_row
 
 router = APIRouter(tags=["runs"])
-
-MAX_OFFSET = 2**31 - 1
-"""Offsets beyond this are a ``400`` rather than an overflow in the database."""
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")]

@@ -1,31 +1,27 @@
 """``/tasks``: create, read, update (the status machine and the claim) and list tasks.
 
-Routes parse and respond; :mod:`foreman_api.domain.states` holds the status machine and
-:mod:`foreman_api.storage.tasks` the SQL, including the claim's compare-and-set.
+Handlers parse and respond; :mod:`foreman_api.domain.states` holds the status machine and
+:mod:`foreman_api.storage.tasks` / :mod:`foreman_api.storage.task_updates` the SQL,
+including the claim's compare-and-set. Served by :mod:`foreman_api.http`.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import Response
-
-from foreman_api.deps import CanCreateTasks, CanReadTasks, CanUpdateTasks, Engine
-from foreman_api.routes.runs import Limit, Offset, Order, json_response, patch_changes
+from foreman_api.http.call import Call, Reply, reply
+from foreman_api.http.endpoints import Endpoints
 from foreman_api.schemas import (
     Page,
     Pagination,
+    Permission,
     ReconcileRequest,
     Reconciliation,
     Task,
     TaskCreate,
     TaskHeartbeat,
+    TaskListQuery,
+    TaskPath,
     TaskStatus,
-    TaskType,
     TaskUpdate,
-    TimeSort,
     WaitingTask,
 )
 from foreman_api.storage import recovery
@@ -33,15 +29,28 @@ from foreman_api.storage import task_updates as updates
 from foreman_api.storage import tasks as storage
 from foreman_api.storage.rows import task_from_row
 
-router = APIRouter(tags=["tasks"])
+endpoints = Endpoints(tags=["tasks"])
 
-TaskId = Annotated[uuid.UUID, Path(alias="taskId")]
-SortBy = Annotated[TimeSort, Query(alias="sortBy")]
 WARNING_HEADER = "Foreman-Warning"
+_REPLAYED = {
+    200: {
+        "model": Task,
+        "description": "The task an earlier create with the same "
+        "idempotencyKey made (header Idempotent-Replayed: true)",
+    }
+}
 
 
-@router.post("/tasks", status_code=201, response_model=Task, summary="Create a task")
-def create_task(body: TaskCreate, caller: CanCreateTasks, engine: Engine) -> Response:
+@endpoints.post(
+    "/tasks",
+    Permission.TASKS_CREATE,
+    body=TaskCreate,
+    response=Task,
+    status=201,
+    summary="Create a task",
+    responses=_REPLAYED,
+)
+async def create_task(call: Call) -> Reply:
     """A new ``pending`` (or ``queued``) task, counted in its run's ``totalTasks``.
 
     ``queue`` and ``maxRetries`` default to the options a live worker registered for the
@@ -54,9 +63,10 @@ def create_task(body: TaskCreate, caller: CanCreateTasks, engine: Engine) -> Res
     so an invalid value is invalid input, and the message is the same whether the id is
     unknown, of another run or of another organisation).
     """
-    created = storage.create_task(
-        engine,
-        org_id=caller.org_id,
+    body: TaskCreate = call.body
+    created = await storage.create_task(
+        call.db,
+        org_id=call.org_id,
         run_id=body.run_id,
         type=body.type,
         input_data=body.input_data,
@@ -67,7 +77,7 @@ def create_task(body: TaskCreate, caller: CanCreateTasks, engine: Engine) -> Res
         status=TaskStatus(body.status),
         idempotency_key=body.idempotency_key,
     )
-    response = json_response(task_from_row(created.row), 200 if created.replayed else 201)
+    response = reply(task_from_row(created.row), 200 if created.replayed else 201)
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     if not created.served:
@@ -75,52 +85,57 @@ def create_task(body: TaskCreate, caller: CanCreateTasks, engine: Engine) -> Res
     return response
 
 
-@router.get("/tasks", response_model=Page[Task], summary="List tasks")
-def list_tasks(
-    caller: CanReadTasks,
-    engine: Engine,
-    run_id: Annotated[uuid.UUID | None, Query(alias="runId")] = None,
-    parent_task_id: Annotated[uuid.UUID | None, Query(alias="parentTaskId")] = None,
-    status: TaskStatus | None = None,
-    type: Annotated[TaskType | None, Query()] = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-    sort_by: SortBy = "createdAt",
-    sort_order: Order = "desc",
-) -> Response:
+@endpoints.get(
+    "/tasks", Permission.TASKS_READ, query=TaskListQuery, response=Page[Task], summary="List tasks"
+)
+async def list_tasks(call: Call) -> Reply:
     """The caller's tasks, filtered; newest first by default, ties broken by id.
 
     A ``runId`` or ``parentTaskId`` that names nothing of the caller's is a ``404``.
     """
-    rows, total = storage.list_tasks(
-        engine,
-        org_id=caller.org_id,
-        run_id=run_id,
-        parent_task_id=parent_task_id,
-        status=status,
-        type=type,
-        limit=limit,
-        offset=offset,
-        sort_by=sort_by,
-        sort_order=sort_order,
+    query: TaskListQuery = call.query
+    rows, total = await storage.list_tasks(
+        call.db,
+        org_id=call.org_id,
+        run_id=query.run_id,
+        parent_task_id=query.parent_task_id,
+        status=query.status,
+        type=query.type,
+        limit=query.limit,
+        offset=query.offset,
+        sort_by=query.sort_by,
+        sort_order=query.sort_order,
     )
     page = Page[Task](
         data=[task_from_row(row) for row in rows],
-        pagination=Pagination(total=total, limit=limit, offset=offset),
+        pagination=Pagination(total=total, limit=query.limit, offset=query.offset),
     )
-    return json_response(page)
+    return reply(page)
 
 
-@router.get("/tasks/{taskId}", response_model=Task, summary="Get a task")
-def get_task(task_id: TaskId, caller: CanReadTasks, engine: Engine) -> Response:
-    row = storage.get_task(engine, org_id=caller.org_id, task_id=task_id)
-    return json_response(task_from_row(row))
+@endpoints.get(
+    "/tasks/{taskId}",
+    Permission.TASKS_READ,
+    path_model=TaskPath,
+    response=Task,
+    summary="Get a task",
+)
+async def get_task(call: Call) -> Reply:
+    path: TaskPath = call.path
+    return reply(
+        task_from_row(await storage.get_task(call.db, org_id=call.org_id, task_id=path.task_id))
+    )
 
 
-@router.patch("/tasks/{taskId}", response_model=Task, summary="Update or claim a task")
-def update_task(
-    task_id: TaskId, body: TaskUpdate, caller: CanUpdateTasks, engine: Engine
-) -> Response:
+@endpoints.patch(
+    "/tasks/{taskId}",
+    Permission.TASKS_UPDATE,
+    path_model=TaskPath,
+    body=TaskUpdate,
+    response=Task,
+    summary="Update or claim a task",
+)
+async def update_task(call: Call) -> Reply:
     """Set output, error, metadata, ``queueJobId`` and/or move the status.
 
     The status machine: ``pending → queued | running | cancelled``, ``queued → running |
@@ -139,46 +154,57 @@ def update_task(
     be changed (``409 task_finished``). The first task to start moves its run to ``running``;
     ``completed``/``failed`` raise the run's counters in the same transaction.
     """
-    changes = patch_changes(body)
-    for option in ("lease_seconds", "retry_delay"):
-        changes.pop(option, None)
-    row = updates.update_task(
-        engine,
-        org_id=caller.org_id,
-        task_id=task_id,
+    path: TaskPath = call.path
+    body: TaskUpdate = call.body
+    changes = {
+        name: getattr(body, name)
+        for name in body.model_fields_set
+        if name not in ("status", "lease_seconds", "retry_delay")
+    }
+    row = await updates.update_task(
+        call.db,
+        org_id=call.org_id,
+        task_id=path.task_id,
         status=body.status,
         changes=changes,
         lease_seconds=body.lease_seconds,
         retry_delay=body.retry_delay,
     )
-    return json_response(task_from_row(row))
+    return reply(task_from_row(row))
 
 
-@router.post(
-    "/tasks/{taskId}/heartbeat", response_model=Task, summary="Renew the lease of a claimed task"
+@endpoints.post(
+    "/tasks/{taskId}/heartbeat",
+    Permission.TASKS_UPDATE,
+    path_model=TaskPath,
+    body=TaskHeartbeat,
+    response=Task,
+    summary="Renew the lease of a claimed task",
 )
-def heartbeat(
-    task_id: TaskId, body: TaskHeartbeat, caller: CanUpdateTasks, engine: Engine
-) -> Response:
+async def heartbeat(call: Call) -> Reply:
     """Extend the lease of a ``running`` task held by ``queueJobId`` to ``leaseSeconds`` from
     now. ``409 stale_claim`` when that job no longer holds the task: the worker must abandon
     the attempt (its result would be refused)."""
-    row = updates.renew_lease(
-        engine,
-        org_id=caller.org_id,
-        task_id=task_id,
+    path: TaskPath = call.path
+    body: TaskHeartbeat = call.body
+    row = await updates.renew_lease(
+        call.db,
+        org_id=call.org_id,
+        task_id=path.task_id,
         job_id=body.queue_job_id,
         lease_seconds=body.lease_seconds,
     )
-    return json_response(task_from_row(row))
+    return reply(task_from_row(row))
 
 
-@router.post(
+@endpoints.post(
     "/reconcile",
-    response_model=Reconciliation,
+    Permission.TASKS_UPDATE,
+    body=ReconcileRequest,
+    response=Reconciliation,
     summary="Recover tasks of lost workers; list tasks that should be queued",
 )
-def reconcile(body: ReconcileRequest, caller: CanUpdateTasks, engine: Engine) -> Response:
+async def reconcile(call: Call) -> Reply:
     """Called by ``foreman-worker``'s reconciler, a few seconds apart.
 
     First every ``running`` task of the caller's organisation whose lease expired moves on:
@@ -187,17 +213,18 @@ def reconcile(body: ReconcileRequest, caller: CanUpdateTasks, engine: Engine) ->
     that should be waiting on a queue: ``queued``, or ``retrying`` and due, unchanged for
     ``graceSeconds``. The caller puts back on its queue each one Redis has lost.
     """
-    recovered = recovery.expire_leases(engine, org_id=caller.org_id)
-    waiting, cursor = recovery.waiting_tasks(
-        engine,
-        org_id=caller.org_id,
+    body: ReconcileRequest = call.body
+    recovered = await recovery.expire_leases(call.db, org_id=call.org_id)
+    waiting, cursor = await recovery.waiting_tasks(
+        call.db,
+        org_id=call.org_id,
         after=body.after,
         limit=body.limit,
         grace_seconds=body.grace_seconds,
     )
     result = Reconciliation(
         recovered=[task_from_row(row) for row in recovered],
-        waiting=[WaitingTask.model_validate(dict(row)) for row in waiting],
+        waiting=[WaitingTask.model_validate(row) for row in waiting],
         next=cursor,
     )
-    return json_response(result)
+    return reply(result)

@@ -20,8 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from foreman_api.clock import utcnow
+from foreman_api.db import Database
+from foreman_api.db.base import Row
 from foreman_api.schemas import TaskStatus
-from foreman_api.storage.engine import single_read, write_transaction
 from foreman_api.storage.tables import tasks
 from foreman_api.storage.task_updates import touch_run, transition_statement
 
@@ -41,7 +42,7 @@ def worker_lost_error(job_id: str | None, attempt: int) -> dict[str, Any]:
     }
 
 
-def expire_leases(engine: sa.Engine, *, org_id: str) -> list[sa.RowMapping]:
+async def expire_leases(db: Database, *, org_id: str) -> list[Row]:
     """Move on every running task of ``org_id`` whose lease has expired; return them."""
     now = utcnow()
     query = (
@@ -53,19 +54,16 @@ def expire_leases(engine: sa.Engine, *, org_id: str) -> list[sa.RowMapping]:
         )
         .limit(EXPIRED_BATCH)
     )
-    with single_read(engine) as conn:
-        expired = conn.execute(query).mappings().all()
+    expired = await db.all(query)
     recovered = []
     for task in expired:
-        row = _recover(engine, org_id=org_id, task=task, now=now)
+        row = await _recover(db, org_id=org_id, task=task, now=now)
         if row is not None:
             recovered.append(row)
     return recovered
 
 
-def _recover(
-    engine: sa.Engine, *, org_id: str, task: sa.RowMapping, now: datetime
-) -> sa.RowMapping | None:
+async def _recover(db: Database, *, org_id: str, task: Row, now: datetime) -> Row | None:
     retries_left = task["retry_count"] < task["max_retries"]
     target = TaskStatus.RETRYING if retries_left else TaskStatus.FAILED
     params = {
@@ -77,12 +75,12 @@ def _recover(
         "v_error_data": worker_lost_error(task["queue_job_id"], task["retry_count"] + 1),
     }
     try:
-        with write_transaction(engine) as conn:
-            touch_run(conn, org_id=org_id, task_id=task["id"], target=target, now=now)
+        async with db.transaction(write=True) as tx:
+            await touch_run(tx, org_id=org_id, task_id=task["id"], target=target, now=now)
             statement = transition_statement(
-                target, ("error_data",), conn.dialect.name, fenced=True, lease_expired=True
+                target, ("error_data",), tx.dialect, fenced=True, lease_expired=True
             )
-            row = conn.execute(statement, params).mappings().first()
+            row = await tx.one(statement, params)
             if row is None:
                 raise _AlreadyMoved
             return row
@@ -95,14 +93,14 @@ class _AlreadyMoved(Exception):
     """Raised inside the transaction to roll it back."""
 
 
-def waiting_tasks(
-    engine: sa.Engine,
+async def waiting_tasks(
+    db: Database,
     *,
     org_id: str,
     after: uuid.UUID | None,
     limit: int,
     grace_seconds: float,
-) -> tuple[Sequence[sa.RowMapping], uuid.UUID | None]:
+) -> tuple[Sequence[Row], uuid.UUID | None]:
     """One page, by id, of the tasks that should be on a queue, and the next page's cursor.
 
     ``queued`` tasks, and ``retrying`` tasks whose ``retry_at`` has come, that have not
@@ -131,8 +129,7 @@ def waiting_tasks(
         .order_by(tasks.c.id)
         .limit(limit + 1)
     )
-    with single_read(engine) as conn:
-        rows = conn.execute(query).mappings().all()
+    rows = await db.all(query)
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]["id"]
     return rows, None

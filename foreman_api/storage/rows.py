@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -11,12 +12,12 @@ from foreman_api.schemas import Run, SortOrder, Task, TimeSort
 from foreman_api.storage.types import TIMESTAMP_TYPE
 
 
-def run_from_row(row: sa.RowMapping) -> Run:
+def run_from_row(row: Mapping[Any, Any]) -> Run:
     return Run.model_validate(dict(row))
 
 
-def task_from_row(row: sa.RowMapping) -> Task:
-    return Task.model_validate(dict(row))
+def task_from_row(row: Mapping[Any, Any]) -> Task:
+    return Task.model_validate(row if isinstance(row, dict) else dict(row))
 
 
 def stable_order(

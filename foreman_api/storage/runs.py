@@ -28,7 +28,7 @@ from foreman_api.storage.tables import runs, tasks
 
 # Built once with bound parameters (building a statement per request costs about as much
 # CPU as executing it).
-_GET_RUN = sa.select(runs).where(
+GET_RUN = sa.select(runs).where(
     runs.c.id == sa.bindparam("p_run_id"), runs.c.org_id == sa.bindparam("p_org_id")
 )
 _INSERT_RUN = runs.insert().returning(runs)
@@ -40,7 +40,7 @@ def run_not_found(run_id: uuid.UUID) -> NotFound:
 
 def get_run_row(conn: sa.Connection, *, org_id: str, run_id: uuid.UUID) -> sa.RowMapping | None:
     """The run ``run_id`` of ``org_id``, or None (unknown, or another organisation's)."""
-    return conn.execute(_GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}).mappings().first()
+    return conn.execute(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}).mappings().first()
 
 
 def cancel_unfinished_tasks(

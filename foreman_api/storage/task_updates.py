@@ -28,6 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from foreman_api.clock import as_utc, utcnow
+from foreman_api.db import Database, Session
+from foreman_api.db.base import Row
 from foreman_api.domain.states import (
     invalid_transition,
     is_terminal_task,
@@ -40,7 +42,6 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import BadRequest
 from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
-from foreman_api.storage.engine import write_transaction
 from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.tasks import get_task_row, task_not_found
@@ -79,8 +80,8 @@ def _touch_run_statement(target: TaskStatus) -> sa.Update:
     )
 
 
-def touch_run(
-    conn: sa.Connection, *, org_id: str, task_id: uuid.UUID, target: TaskStatus, now: Any
+async def touch_run(
+    session: Session, *, org_id: str, task_id: uuid.UUID, target: TaskStatus, now: Any
 ) -> None:
     """Apply what the task's move does to its run, before the task itself changes.
 
@@ -90,7 +91,7 @@ def touch_run(
     statement matches nothing, takes no lock, and claims of one run proceed in parallel.
     """
     if task_touches_run(target):
-        conn.execute(
+        await session.run(
             _touch_run_statement(target), {"p_task_id": task_id, "p_org_id": org_id, "p_now": now}
         )
 
@@ -167,8 +168,8 @@ def _check_options(
         )
 
 
-def update_task(
-    engine: sa.Engine,
+async def update_task(
+    db: Database,
     *,
     org_id: str,
     task_id: uuid.UUID,
@@ -176,7 +177,7 @@ def update_task(
     changes: Mapping[str, Any],
     lease_seconds: float | None = None,
     retry_delay: float | None = None,
-) -> sa.RowMapping:
+) -> Row:
     """Apply a PATCH: ``changes`` (column → value) and, if given, a status transition.
 
     ``changes`` may hold ``queue_job_id``: with ``status`` running it is the claim's job id
@@ -201,51 +202,51 @@ def update_task(
         params["p_retry_at"] = now + timedelta(seconds=retry_delay or 0.0)
     fenced = job_id is not None and status is not TaskStatus.RUNNING
     try:
-        return _apply(engine, status, values, params, fenced=fenced)
+        return await _apply(db, status, values, params, fenced=fenced)
     except _NothingMatched as refused:
         current = refused.current  # raised inside the transaction: a counter moved is undone
     return _refused(current, task_id=task_id, status=status, job_id=job_id, now=now)
 
 
 class _NothingMatched(Exception):
-    def __init__(self, current: sa.RowMapping) -> None:
+    def __init__(self, current: Row) -> None:
         self.current = current
 
 
-def _apply(
-    engine: sa.Engine,
+async def _apply(
+    db: Database,
     status: TaskStatus | None,
     values: dict[str, Any],
     params: dict[str, Any],
     *,
     fenced: bool,
-) -> sa.RowMapping:
+) -> Row:
     """Run the PATCH's UPDATE; raise :class:`_NothingMatched` (rolling back) if it missed."""
     org_id, task_id, now = params["p_org_id"], params["p_task_id"], params["p_now"]
-    with write_transaction(engine) as conn:
+    if status is None and not values:
+        return await _current(db, org_id=org_id, task_id=task_id)
+    async with db.transaction(write=True) as tx:
         if status is None:
-            if not values:
-                return _current(conn, org_id=org_id, task_id=task_id)
             statement = _fields_statement(tuple(sorted(values)), fenced=fenced)
         else:
-            touch_run(conn, org_id=org_id, task_id=task_id, target=status, now=now)
+            await touch_run(tx, org_id=org_id, task_id=task_id, target=status, now=now)
             statement = transition_statement(
-                status, tuple(sorted(values)), conn.dialect.name, fenced=fenced
+                status, tuple(sorted(values)), tx.dialect, fenced=fenced
             )
-        row = conn.execute(statement, params).mappings().first()
+        row = await tx.one(statement, params)
         if row is not None:
             return row
-        raise _NothingMatched(_current(conn, org_id=org_id, task_id=task_id))
+        raise _NothingMatched(await _current(tx, org_id=org_id, task_id=task_id))
 
 
 def _refused(
-    current: sa.RowMapping,
+    current: Row,
     *,
     task_id: uuid.UUID,
     status: TaskStatus | None,
     job_id: str | None,
     now: datetime,
-) -> sa.RowMapping:
+) -> Row:
     """Why a write matched nothing: the repeat of a request that already landed (answered
     with the task as it is), or the ``409`` that says what stands in the way."""
     state = TaskStatus(current["status"])
@@ -264,16 +265,16 @@ def _refused(
     raise invalid_transition("task", state, status)
 
 
-def _current(conn: sa.Connection, *, org_id: str, task_id: uuid.UUID) -> sa.RowMapping:
-    row = get_task_row(conn, org_id=org_id, task_id=task_id)
+async def _current(session: Session, *, org_id: str, task_id: uuid.UUID) -> Row:
+    row = await get_task_row(session, org_id=org_id, task_id=task_id)
     if row is None:
         raise task_not_found(task_id)
     return row
 
 
-def renew_lease(
-    engine: sa.Engine, *, org_id: str, task_id: uuid.UUID, job_id: str, lease_seconds: float
-) -> sa.RowMapping:
+async def renew_lease(
+    db: Database, *, org_id: str, task_id: uuid.UUID, job_id: str, lease_seconds: float
+) -> Row:
     """Extend the lease of a running task held by ``job_id``; ``409 stale_claim`` if it is not."""
     now = utcnow()
     params = {
@@ -282,9 +283,9 @@ def renew_lease(
         "p_job_id": job_id,
         "p_lease_expires_at": now + timedelta(seconds=lease_seconds),
     }
-    with write_transaction(engine) as conn:
-        row = conn.execute(_RENEW_LEASE, params).mappings().first()
+    async with db.transaction(write=True) as tx:
+        row = await tx.one(_RENEW_LEASE, params)
         if row is not None:
             return row
-        current = _current(conn, org_id=org_id, task_id=task_id)
+        current = await _current(tx, org_id=org_id, task_id=task_id)
     raise stale_claim(task_id, job_id, status=current["status"], holder=current["queue_job_id"])

@@ -1,7 +1,8 @@
 """SQL for tasks: creation (idempotent with a key), reads and lists.
 
 Creating a task raises its run's ``total_tasks`` in the same transaction. Status changes,
-the claim and fencing are in :mod:`foreman_api.storage.task_updates`.
+the claim and fencing are in :mod:`foreman_api.storage.task_updates`. Everything here runs
+on the request path's :class:`~foreman_api.db.Database`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from foreman_api.clock import as_utc, utcnow
+from foreman_api.db import Database, IntegrityViolation, Session
+from foreman_api.db.base import Row
 from foreman_api.errors import BadRequest, Conflict, NotFound
 from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
@@ -23,11 +27,10 @@ from foreman_api.schemas import (
     TaskStatus,
     TimeSort,
 )
-from foreman_api.storage.engine import read_transaction, single_read, write_transaction
 from foreman_api.storage.rows import stable_order
-from foreman_api.storage.runs import get_run_row, run_not_found
+from foreman_api.storage.runs import GET_RUN, run_not_found
 from foreman_api.storage.tables import runs, tasks
-from foreman_api.storage.workers import live_since, type_options
+from foreman_api.storage.workers import TYPE_OPTIONS, live_since
 
 _TERMINAL_RUN_VALUES = [s.value for s in TERMINAL_RUN_STATUSES]
 
@@ -40,6 +43,14 @@ _BY_ID = (
 )
 _GET_TASK = sa.select(tasks).where(*_BY_ID)
 _INSERT_TASK = tasks.insert().returning(tasks)
+_TASK_OF_RUN = sa.select(sa.literal(1)).where(
+    tasks.c.id == sa.bindparam("p_task_id"),
+    tasks.c.run_id == sa.bindparam("p_run_id"),
+    tasks.c.org_id == sa.bindparam("p_org_id"),
+)
+_BY_IDEMPOTENCY_KEY = sa.select(tasks).where(
+    tasks.c.org_id == sa.bindparam("p_org_id"), tasks.c.idempotency_key == sa.bindparam("p_key")
+)
 _COUNT_NEW_TASK = (
     runs.update()
     .where(
@@ -55,34 +66,31 @@ def task_not_found(task_id: uuid.UUID) -> NotFound:
     return NotFound(f"task {task_id} not found")
 
 
-def get_task_row(conn: sa.Connection, *, org_id: str, task_id: uuid.UUID) -> sa.RowMapping | None:
-    params = {"p_task_id": task_id, "p_org_id": org_id}
-    return conn.execute(_GET_TASK, params).mappings().first()
+async def get_task_row(session: Session, *, org_id: str, task_id: uuid.UUID) -> Row | None:
+    return await session.one(_GET_TASK, {"p_task_id": task_id, "p_org_id": org_id})
 
 
-def task_belongs_to_run(
-    conn: sa.Connection, *, org_id: str, run_id: uuid.UUID, task_id: uuid.UUID
+async def task_belongs_to_run(
+    session: Session, *, org_id: str, run_id: uuid.UUID, task_id: uuid.UUID
 ) -> bool:
     """Whether ``task_id`` is a task of run ``run_id`` in ``org_id``."""
-    query = sa.select(sa.literal(1)).where(
-        tasks.c.id == task_id, tasks.c.run_id == run_id, tasks.c.org_id == org_id
-    )
-    return conn.execute(query).first() is not None
+    params = {"p_task_id": task_id, "p_run_id": run_id, "p_org_id": org_id}
+    return await session.one(_TASK_OF_RUN, params) is not None
 
 
 @dataclass(frozen=True, slots=True)
 class CreatedTask:
     """A created (or, for a repeated idempotency key, the existing) task."""
 
-    row: sa.RowMapping
+    row: Row
     replayed: bool
     """True when an earlier create with the same idempotency key made it."""
     served: bool
     """Whether a live worker has registered a handler for the task's type."""
 
 
-def create_task(
-    engine: sa.Engine,
+async def create_task(
+    db: Database,
     *,
     org_id: str,
     run_id: uuid.UUID,
@@ -106,32 +114,32 @@ def create_task(
     """
     try:
         now = utcnow()
-        with write_transaction(engine) as conn:
+        async with db.transaction(write=True) as tx:
             # A repeated idempotency key meets the unique index at the INSERT below, which
             # rolls this transaction back (the counter too): see the except clause.
-            counted = conn.execute(
+            counted = await tx.run(
                 _COUNT_NEW_TASK, {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
             )
-            if counted.rowcount != 1:
+            if counted != 1:
                 if idempotency_key is not None:  # the task may predate the run's end
-                    existing = _by_idempotency_key(conn, org_id=org_id, key=idempotency_key)
+                    existing = await _by_idempotency_key(tx, org_id=org_id, key=idempotency_key)
                     if existing is not None:
                         return _replay(existing, run_id=run_id, type=type)
-                run = get_run_row(conn, org_id=org_id, run_id=run_id)
+                run = await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id})
                 if run is None:
                     raise run_not_found(run_id)
                 raise Conflict(
                     f"cannot create a task in run {run_id}: the run is {run['status']}",
                     code="run_finished",
                 )
-            if parent_task_id is not None and not task_belongs_to_run(
-                conn, org_id=org_id, run_id=run_id, task_id=parent_task_id
+            if parent_task_id is not None and not await task_belongs_to_run(
+                tx, org_id=org_id, run_id=run_id, task_id=parent_task_id
             ):
                 raise BadRequest(
                     f"parentTaskId {parent_task_id} is not a task of run {run_id}",
                     details=[{"field": "parentTaskId", "message": "not a task of this run"}],
                 )
-            options = type_options(conn, org_id=org_id, type=type)
+            options = await tx.one(TYPE_OPTIONS, {"p_org_id": org_id, "p_type": type})
             values = {
                 "id": uuid.uuid4(),
                 "run_id": run_id,
@@ -152,34 +160,34 @@ def create_task(
                 "updated_at": now,
                 "queued_at": now if status is TaskStatus.QUEUED else None,
             }
-            row = conn.execute(_INSERT_TASK, values).mappings().one()
-        served = options is not None and as_utc(options.last_seen_at) >= live_since(now)
+            row = await tx.one(_INSERT_TASK, values)
+        if row is None:
+            raise RuntimeError("INSERT … RETURNING returned no row")
+        served = options is not None and as_utc(options["last_seen_at"]) >= live_since(now)
         return CreatedTask(row=row, replayed=False, served=served)
-    except sa.exc.IntegrityError:
+    except IntegrityViolation:
         if idempotency_key is None:
             raise
         # A concurrent create with the same key won the unique index: answer with its task.
-        with single_read(engine) as conn:
-            existing = _by_idempotency_key(conn, org_id=org_id, key=idempotency_key)
+        existing = await _by_idempotency_key(db, org_id=org_id, key=idempotency_key)
         if existing is None:
             raise
         return _replay(existing, run_id=run_id, type=type)
 
 
-def _option(given: Any, options: sa.Row[Any] | None, name: str, default: Any) -> Any:
+def _option(given: Any, options: Row | None, name: str, default: Any) -> Any:
     """The value given, else the one a worker registered for the type, else ``default``."""
     if given is not None:
         return given
-    registered = getattr(options, name) if options is not None else None
+    registered = options[name] if options is not None else None
     return registered if registered is not None else default
 
 
-def _by_idempotency_key(conn: sa.Connection, *, org_id: str, key: str) -> sa.RowMapping | None:
-    query = sa.select(tasks).where(tasks.c.org_id == org_id, tasks.c.idempotency_key == key)
-    return conn.execute(query).mappings().first()
+async def _by_idempotency_key(session: Session, *, org_id: str, key: str) -> Row | None:
+    return await session.one(_BY_IDEMPOTENCY_KEY, {"p_org_id": org_id, "p_key": key})
 
 
-def _replay(existing: sa.RowMapping, *, run_id: uuid.UUID, type: str) -> CreatedTask:
+def _replay(existing: Row, *, run_id: uuid.UUID, type: str) -> CreatedTask:
     if existing["run_id"] != run_id or existing["type"] != type:
         raise Conflict(
             "idempotencyKey was already used for a task of another run or type",
@@ -189,16 +197,15 @@ def _replay(existing: sa.RowMapping, *, run_id: uuid.UUID, type: str) -> Created
     return CreatedTask(row=existing, replayed=True, served=True)
 
 
-def get_task(engine: sa.Engine, *, org_id: str, task_id: uuid.UUID) -> sa.RowMapping:
-    with single_read(engine) as conn:
-        row = get_task_row(conn, org_id=org_id, task_id=task_id)
+async def get_task(db: Database, *, org_id: str, task_id: uuid.UUID) -> Row:
+    row = await get_task_row(db, org_id=org_id, task_id=task_id)
     if row is None:
         raise task_not_found(task_id)
     return row
 
 
-def list_tasks(
-    engine: sa.Engine,
+async def list_tasks(
+    db: Database,
     *,
     org_id: str,
     run_id: uuid.UUID | None,
@@ -209,31 +216,69 @@ def list_tasks(
     offset: int,
     sort_by: TimeSort,
     sort_order: SortOrder,
-) -> tuple[Sequence[sa.RowMapping], int]:
+) -> tuple[Sequence[Row], int]:
     """One page of tasks and the total matching, from one snapshot. Ties break on id.
 
     A ``run_id`` or ``parent_task_id`` filter naming nothing in ``org_id`` is a ``404``
     (another organisation's run is indistinguishable from no run), not an empty page.
     """
-    where = [tasks.c.org_id == org_id]
-    if run_id is not None:
-        where.append(tasks.c.run_id == run_id)
-    if parent_task_id is not None:
-        where.append(tasks.c.parent_task_id == parent_task_id)
-    if status is not None:
-        where.append(tasks.c.status == status.value)
-    if type is not None:
-        where.append(tasks.c.type == type)
-    order = stable_order(tasks, sort_by, sort_order)
-    page = sa.select(tasks).where(*where).order_by(*order).limit(limit).offset(offset)
-    count = sa.select(sa.func.count()).select_from(tasks).where(*where)
-    with read_transaction(engine) as conn:
-        if run_id is not None and get_run_row(conn, org_id=org_id, run_id=run_id) is None:
+    page, count = _list_statements(
+        run_id is not None,
+        parent_task_id is not None,
+        status is not None,
+        type is not None,
+        sort_by,
+        sort_order,
+    )
+    params = {
+        "p_org_id": org_id,
+        "p_run_id": run_id,
+        "p_parent_task_id": parent_task_id,
+        "p_status": status.value if status is not None else None,
+        "p_type": type,
+        "p_limit": limit,
+        "p_offset": offset,
+    }
+    async with db.transaction(isolation="repeatable read") as tx:
+        if run_id is not None and (
+            await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}) is None
+        ):
             raise run_not_found(run_id)
         if parent_task_id is not None and (
-            get_task_row(conn, org_id=org_id, task_id=parent_task_id) is None
+            await get_task_row(tx, org_id=org_id, task_id=parent_task_id) is None
         ):
             raise task_not_found(parent_task_id)
-        rows = conn.execute(page).mappings().all()
-        total = conn.execute(count).scalar_one()
-    return rows, total
+        rows = await tx.all(page, params)
+        total = await tx.scalar(count, params)
+    return rows, int(total)
+
+
+@lru_cache(maxsize=64)
+def _list_statements(
+    by_run: bool,
+    by_parent: bool,
+    by_status: bool,
+    by_type: bool,
+    sort_by: TimeSort,
+    sort_order: SortOrder,
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The page and count statements of a task list with these filters (built once)."""
+    where = [tasks.c.org_id == sa.bindparam("p_org_id")]
+    for present, column in (
+        (by_run, "run_id"),
+        (by_parent, "parent_task_id"),
+        (by_status, "status"),
+        (by_type, "type"),
+    ):
+        if present:
+            where.append(tasks.c[column] == sa.bindparam(f"p_{column}"))
+    order = stable_order(tasks, sort_by, sort_order)
+    page = (
+        sa.select(tasks)
+        .where(*where)
+        .order_by(*order)
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .offset(sa.bindparam("p_offset", type_=sa.Integer))
+    )
+    count = sa.select(sa.func.count()).select_from(tasks).where(*where)
+    return page, count

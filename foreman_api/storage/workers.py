@@ -117,11 +117,10 @@ def _apply_type_options(conn: sa.Connection, *, org_id: str, option: Mapping[str
         )
 
 
-def type_options(conn: sa.Connection, *, org_id: str, type: str) -> sa.Row[Any] | None:
-    """The registered options of ``type`` in ``org_id``, if any worker ever declared them."""
-    return conn.execute(
-        sa.select(task_types).where(task_types.c.org_id == org_id, task_types.c.type == type)
-    ).first()
+TYPE_OPTIONS = sa.select(task_types).where(
+    task_types.c.org_id == sa.bindparam("p_org_id"), task_types.c.type == sa.bindparam("p_type")
+)
+"""The registered options of a type in an organisation, if any worker ever declared them."""
 
 
 def list_workers(engine: sa.Engine, *, org_id: str) -> Sequence[sa.RowMapping]:
