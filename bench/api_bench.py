@@ -1,23 +1,56 @@
-"""API benchmark: req/s and p50/p99 latency of the real service, SQLite and PostgreSQL.
+"""API benchmark: our API and the TypeScript reference side by side, req/s and p50/p99.
 
-    .venv/bin/python bench/api_bench.py [--backend sqlite|postgres|both] [--duration 10]
-                                        [--connections 16] [--quick] [--profile [SCENARIO]]
+    .venv/bin/python bench/api_bench.py [--backend sqlite|postgres|both] [--duration 8]
+                                        [--connections 16] [--quick] [--no-reference]
+                                        [--profile [SCENARIO]]
 
-For each backend it creates a throwaway database (a temp SQLite file; a ``foreman_bench_*``
-PostgreSQL database, dropped WITH (FORCE) at the end), runs ``foreman-api migrate``, creates
-an unlimited key with ``foreman-api keys create``, starts ONE ``foreman-api serve`` process
-and drives it with ``bench/loadgen.py`` (asyncio raw sockets, keep-alive connections). Each
-scenario runs a short warm-up, then ``--duration`` seconds or until its work runs out. The
-table shows both backends side by side with the figures of the TypeScript implementation
-(Node + Express + PostgreSQL, one process, same machine class) for reference.
+Ours: for each backend a throwaway database (a temp SQLite file; a ``foreman_bench_*``
+PostgreSQL database, dropped WITH (FORCE) at the end), ``foreman-api migrate``, an unlimited
+key from ``foreman-api keys create``, and ONE ``foreman-api serve --workers 1`` process.
 
-The run data for latest-by-key is seeded by a direct bulk SQL insert into ``run_data`` (the
-last version of each key carries ``is_latest``), not through the API; the scenario checks
-through the API that the latest version comes back.
+The reference: the TypeScript implementation (Node + Express + PostgreSQL, one process),
+started with ``../shared/anchors/ts-foreman/serve.sh PORT DB`` (relative to the repository
+root; ``FOREMAN_BENCH_REFERENCE_SERVE`` overrides the path) on a throwaway
+``foreman_bench_ts_*`` database, dropped WITH (FORCE) at the end. serve.sh builds it once
+with npm (a few minutes on the first run), creates and migrates the database, then execs
+node; the script waits for ``/health`` and at the end kills serve.sh's whole process group,
+whatever happens. Without node, npm, psql or serve.sh, or when the build or start fails, the
+reference is skipped with a one-line message and ours is still measured; ``--no-reference``
+skips it on purpose. The reference is PostgreSQL only: it runs alongside our PostgreSQL pass,
+and the scenarios alternate ours/reference (ours first, then reference first, ...) so that
+drift of the machine's load hits both. Its auth: ``Authorization: Bearer ts-reference-token``
+plus ``x-org-id: bench``.
 
-``--profile`` runs one scenario (default: get task) on PostgreSQL with ``py-spy`` attached to
-the server and prints where the server's time goes. Install it into the venv for that only:
-``.venv/bin/pip install py-spy``.
+Both are driven by ``bench/loadgen.py`` (asyncio raw sockets, keep-alive connections, loopback
+only) with the same load: ``--connections`` connections, a short warm-up, then ``--duration``
+seconds or until the scenario's work runs out, and at most 500,000 requests per scenario.
+Scenarios (same request bodies for both unless a comment says otherwise):
+
+- create run: ``POST /runs``;
+- create task, all in one run: ``POST /tasks``, every connection on the same run;
+- get task: ``GET /tasks/{id}`` over up to 2,000 tasks made by the previous scenario;
+- list tasks of a run: ``GET /tasks?runId=…&limit=20`` on a run of 200 tasks;
+- write run data: ``POST /runs/{id}/data``, one run (and one task) per connection, 100 keys;
+- latest by key: ``GET /runs/{id}/data?key=…`` on a run holding 2,000 entries of that one key,
+  seeded through each implementation's own API; the reference's query fails (it answers
+  404, "missing FROM-clause entry"): the table says "broken" with the status it gave;
+- all by key: ``GET /runs/{id}/data?key=…&includeAll=true&limit=100`` on the same run;
+- ours only, claim + complete: tasks created ``queued`` beforehand (one run per connection);
+  each connection PATCHes a task to ``running`` with ``queueJobId`` and ``leaseSeconds``,
+  then to ``completed`` with that ``queueJobId`` and ``outputData``, then the next task.
+  Reported as task pairs/s with p50/p99 per PATCH request. The reference has no claim.
+
+Before each measured load, after its setup, both databases are ``ANALYZE``d, as autovacuum
+would do within a minute on a live deployment (plans on never-analysed tables are not what a
+deployment runs).
+
+The table prints ours (per backend) and the reference, and ours (PostgreSQL) ÷ reference in
+req/s; then the CPU used per scenario, the machine's load average at the start, the CPU count
+and each server's RSS after the benchmark.
+
+``--profile`` runs one scenario (default: get task) on our PostgreSQL server with ``py-spy``
+attached and prints where the server's time goes (no reference). Install it into the venv
+for that only: ``.venv/bin/pip install py-spy``.
 """
 
 from __future__ import annotations
@@ -26,8 +59,8 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
-import random
 import shutil
 import signal
 import socket
@@ -38,7 +71,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,49 +78,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import loadgen
+from planner import analyze
 
-from foreman_api.clock import utcnow
 from foreman_api.storage.engine import create_engine
-from foreman_api.storage.tables import run_data
 
+ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 API = "/api/v1"
+ORG = "bench"
 POSTGRES_ADMIN_URL = os.environ.get(
     "FOREMAN_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+REFERENCE_SERVE = Path(
+    os.environ.get(
+        "FOREMAN_BENCH_REFERENCE_SERVE", ROOT / ".." / "shared/anchors/ts-foreman/serve.sh"
+    )
+).resolve()
+REFERENCE_TOKEN = "ts-reference-token"  # noqa: S105 (the reference's fixed test token)
+REFERENCE_DIR = os.environ.get("TS_FOREMAN_DIR", "/tmp/ts-foreman")  # noqa: S108 (serve.sh's)
+REFERENCE_BUILT = Path(REFERENCE_DIR) / "node/packages/foreman-server/dist/index.js"
+REFERENCE_START_TIMEOUT = 120.0
+"""Seconds for serve.sh to migrate and answer once built."""
+REFERENCE_BUILD_TIMEOUT = 1200.0
+"""Seconds for serve.sh's first run: npm install and tsc of four packages, then start."""
 MAX_REQUESTS = 500_000
 """A hard cap on requests per scenario, warm-up included."""
+SEED_SECONDS = 120.0
+"""A cap on the time of each (unmeasured) seeding load."""
+DATA_ENTRIES = 2_000
+DATA_KEY = "seed.metric"
+LIST_TASKS = 200
+CLAIM_TASKS_CAP = 5_000
+"""Queued tasks per connection for claim + complete, at most."""
 
-REFERENCE = {
-    "create-task": "500-700",
-    "get-task": "2,150",
-    "claim-complete": "1,000",
-    "write-data": "1,230",
-    "latest-1k": "broken",
-    "latest-100k": "broken",
-}
-"""The TypeScript implementation's req/s (Node + Express + PostgreSQL, one process)."""
-
-SCENARIOS = [
-    ("create-run", "create run"),
-    ("create-task", "create task"),
-    ("create-task-shared", "create task, all in one run"),
-    ("get-task", "get task"),
-    ("claim-complete", "claim + complete, per PATCH"),
-    ("claim-complete/task", "claim + complete, per task"),
-    ("claim-complete-shared", "  one shared run, per PATCH"),
-    ("claim-complete-shared/task", "  one shared run, per task"),
-    ("write-data", "write run data"),
-    ("latest-1k", "latest-by-key, 1,000 entries"),
-    ("latest-100k", "latest-by-key, 100,000 entries"),
+SCENARIOS: list[tuple[str, str, bool]] = [
+    ("create-run", "create run", True),
+    ("create-task", "create task, all in one run", True),
+    ("get-task", "get task", True),
+    ("list-tasks", "list tasks of a run, limit 20", True),
+    ("write-data", "write run data", True),
+    ("latest-by-key", "latest by key, 2,000 entries", True),
+    ("all-by-key", "all by key, 2,000 entries", True),
+    ("claim-complete", "claim + complete, task pairs/s", False),
 ]
-PROFILE_SCENARIOS = ("create-run", "create-task", "get-task", "claim-complete", "write-data",
-                     "latest-1k", "latest-100k")
-NOTES = """\
-Runs: "create task" and "claim + complete" give each connection its own run (the API's cost
-per request); the "all in one run" rows put 16 connections on the tasks of ONE run, as 16
-workers draining one fan-out would (each create/claim/complete also updates the run's row).
-"""
+"""(key, label, measured on the reference too)."""
+PROFILE_SCENARIOS = tuple(key for key, _, _ in SCENARIOS)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -102,11 +136,13 @@ class Figures:
     count: int
     statuses: dict[int, int]
     server_cpu: float = float("nan")
-    """Server process CPU, in cores (1.0 = one core busy), over the measured window."""
+    """Server process CPU, in cores (1.0 = one core busy), over the whole load."""
     postgres_cpu: float = float("nan")
     client_cpu: float = float("nan")
     machine_cpu: float = float("nan")
     """Busy CPU of the whole machine, in cores (other people's work included)."""
+    requests_per_second: float = float("nan")
+    """For claim + complete (where ``rps`` counts task pairs): PATCH requests per second."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -159,13 +195,14 @@ def _machine_busy_seconds() -> float:
 
 def rss_mib(pid: int) -> float:
     """VmRSS of a process in MiB, from /proc (psutil is not a dependency)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     return float("nan")
 
 
-# --------------------------------------------------------------------------- the service
+# --------------------------------------------------------------------------- the servers
 
 
 def _free_port() -> int:
@@ -181,50 +218,121 @@ def _cli() -> list[str]:
     return [sys.executable, "-m", "foreman_api.cli"]
 
 
-class Server:
-    """One ``foreman-api serve`` process on a free loopback port."""
+class Api:
+    """A started API server on a loopback port: its auth headers and request helpers."""
 
-    def __init__(self, database_url: str, workdir: Path) -> None:
-        self.env = {**os.environ, "FOREMAN_DATABASE_URL": database_url}
-        self.env.pop("FOREMAN_REDIS_URL", None)
-        self.workdir = workdir
+    label = ""
+    is_reference = False
+
+    def __init__(self) -> None:
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.key = ""
-        self.log_path = workdir / "server.log"
+        self.database_url = ""
 
-    def prepare(self) -> None:
-        subprocess.run([*_cli(), "migrate"], env=self.env, check=True, capture_output=True,
-                       timeout=120)
-        created = subprocess.run(
-            [*_cli(), "keys", "create", "--org", "bench", "--name", "bench",
-             "--permissions", "*", "--rate-limit", "unlimited", "--quiet"],
-            env=self.env, check=True, capture_output=True, text=True, timeout=60,
-        )
-        self.key = created.stdout.strip()
+    def analyze(self) -> None:
+        """Refresh the planner's statistics before a measured load (see :mod:`planner`):
+        without it both sides would plan on tables never analysed."""
+        if self.database_url:
+            analyze(self.database_url)
 
-    def start(self) -> None:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [*_cli(), "serve", "--host", HOST, "--port", str(self.port), "--workers", "1",
-             "--log-level", "warning"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if self.request("GET", "/health")[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("the server did not answer /health within 30 s")
+    @property
+    def headers(self) -> dict[str, str]:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One synchronous request, for setup and checks (not measured)."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+        try:
+            payload = None if body is None else json.dumps(body)
+            headers = {**self.headers, "Content-Type": "application/json"}
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            try:
+                return response.status, json.loads(raw) if raw else None
+            except ValueError:
+                return response.status, raw.decode(errors="replace")
+        finally:
+            conn.close()
+
+    def build(self, method: str, path: str, body: Any = None) -> bytes:
+        return loadgen.build_request(
+            method, API + path, host=f"{HOST}:{self.port}", headers=self.headers, body=body
+        )
+
+    def _wait_healthy(self, timeout: float, log_path: Path) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(
+                    f"it exited with status {self.process.returncode}: " + " / ".join(tail)
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if self.request("GET", "/health")[0] == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"it did not answer /health within {timeout:.0f} s")
+
+
+class Server(Api):
+    """One ``foreman-api serve`` process (ours)."""
+
+    def __init__(self, database_url: str, workdir: Path, label: str) -> None:
+        super().__init__()
+        self.label = label
+        self.env = {**os.environ, "FOREMAN_DATABASE_URL": database_url}
+        self.env.pop("FOREMAN_REDIS_URL", None)
+        self.database_url = database_url
+        self.workdir = workdir
+        self.key = ""
+        self.log_path = workdir / "server.log"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def prepare(self) -> None:
+        subprocess.run(
+            [*_cli(), "migrate"], env=self.env, check=True, capture_output=True, timeout=120
+        )
+        created = subprocess.run(
+            [
+                *_cli(),
+                *("keys", "create", "--org", ORG, "--name", "bench", "--permissions", "*"),
+                *("--rate-limit", "unlimited", "--quiet"),
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.key = created.stdout.strip()
+
+    def start(self) -> None:
+        argv = [*_cli(), "serve", "--host", HOST, "--port", str(self.port), "--workers", "1"]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*argv, "--log-level", "warning"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        try:
+            self._wait_healthy(30, self.log_path)
+        except RuntimeError as exc:
+            raise RuntimeError(f"our server did not start: {exc}") from None
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -236,27 +344,82 @@ class Server:
             self.process.kill()
             self.process.wait(timeout=10)
 
+
+class Reference(Api):
+    """The TypeScript reference, run by serve.sh in a process group of its own."""
+
+    label = "reference"
+    is_reference = True
+
+    def __init__(self, serve: Path, database: str, workdir: Path) -> None:
+        super().__init__()
+        self.serve = serve
+        self.database = database
+        self.log_path = workdir / "reference.log"
+        admin = create_engine(POSTGRES_ADMIN_URL, pool_size=1)
+        self.database_url = admin.url.set(database=database).render_as_string(hide_password=False)
+        admin.dispose()
+
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
+        # The reference's auth: one fixed token, and the organisation in a header.
+        return {"Authorization": f"Bearer {REFERENCE_TOKEN}", "x-org-id": ORG}
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """One synchronous request, for setup and checks (not measured)."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
-        try:
-            payload = None if body is None else json.dumps(body)
-            headers = {**self.headers, "Content-Type": "application/json"}
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-        finally:
-            conn.close()
+    def start(self) -> None:
+        built = REFERENCE_BUILT.exists()
+        if not built:
+            print(
+                f"reference: building it with npm into {REFERENCE_DIR} (first run "
+                "only, a few minutes)...",
+                file=sys.stderr,
+            )
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(self.serve), str(self.port), self.database],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop() kills all of it
+            )
+        # serve.sh execs node, so self.pid is node's once it answers.
+        timeout = REFERENCE_START_TIMEOUT if built else REFERENCE_BUILD_TIMEOUT
+        self._wait_healthy(timeout, self.log_path)
 
-    def build(self, method: str, path: str, body: Any = None) -> bytes:
-        return loadgen.build_request(
-            method, API + path, host=f"{HOST}:{self.port}", headers=self.headers, body=body
-        )
+    def stop(self) -> None:
+        """SIGTERM to the whole process group (serve.sh, npm, node), SIGKILL after 10 s."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def reference_missing() -> str | None:
+    """Why the reference cannot run here, or None."""
+    if not REFERENCE_SERVE.is_file():
+        return f"{REFERENCE_SERVE} not found (set FOREMAN_BENCH_REFERENCE_SERVE)"
+    if not os.access(REFERENCE_SERVE, os.X_OK):
+        return f"{REFERENCE_SERVE} is not executable"
+    missing = [
+        tool for tool in ("node", "npm", "npx", "psql", "createdb") if not shutil.which(tool)
+    ]
+    if missing:
+        return f"{', '.join(missing)} not on PATH"
+    return None
+
+
+def _admin_sql(statement: str) -> None:
+    admin = create_engine(POSTGRES_ADMIN_URL, pool_size=1)
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(statement)
+    finally:
+        admin.dispose()
 
 
 @contextlib.contextmanager
@@ -284,6 +447,24 @@ def postgres_database() -> Iterator[tuple[str, Path]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def reference_server() -> Iterator[Reference]:
+    """The reference started on a throwaway database; stopped and dropped whatever happens."""
+    workdir = Path(tempfile.mkdtemp(prefix="foreman_bench_ts_"))
+    reference = Reference(REFERENCE_SERVE, f"foreman_bench_ts_{uuid.uuid4().hex[:12]}", workdir)
+    try:
+        reference.start()
+        yield reference
+    finally:
+        reference.stop()
+        try:
+            # serve.sh created it with createdb (if it got that far). Its migration also
+            # creates two cluster-wide roles; they are shared by every reference database.
+            _admin_sql(f'DROP DATABASE IF EXISTS "{reference.database}" WITH (FORCE)')
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- scenarios
 
 
@@ -292,71 +473,131 @@ class Settings:
     connections: int
     duration: float
     warmup: float
-    small_entries: int = 1_000
-    small_keys: int = 100
-    big_entries: int = 100_000
-    big_keys: int = 1_000
 
 
 class Bench:
-    """Runs the scenarios against one started server, in order, sharing ids between them."""
+    """The scenarios against one started server, each as an unmeasured setup then a load."""
 
-    def __init__(self, server: Server, settings: Settings, database_url: str) -> None:
-        self.server = server
+    def __init__(self, api: Api, settings: Settings) -> None:
+        self.api = api
         self.s = settings
-        self.database_url = database_url
         self.results: dict[str, Figures] = {}
+        self.broken: dict[str, str] = {}
+        """Scenarios the server answers wrongly: key → what it answered."""
+        self.failed: str | None = None
+        """Why the remaining scenarios are skipped (the reference only)."""
+        self.peak_rss = 0.0
         self.run_ids: list[str] = []
         self.task_ids: list[str] = []
-        self.org_id = "bench"
-        self.peak_rss = 0.0
-        self.task_sinks: list[list[str]] = []
-        self.shared_task_sinks: list[list[str]] = []
+        self.shared_run = ""
+        self.list_run = ""
+        self.data_runs: list[tuple[str, str]] = []
+        self.data_run = ""
+        self.claim_slices: list[list[str]] = []
+
+    @property
+    def label(self) -> str:
+        return self.api.label
+
+    # -- plumbing
+
+    def _call(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
+        status, answer = self.api.request(method, API + path, body)
+        if status != ok:
+            raise RuntimeError(f"{method} {path} answered {status}: {str(answer)[:300]}")
+        return answer
+
+    def _new_run(self, tag: str) -> str:
+        return str(self._call("POST", "/runs", {"inputData": {"bench": tag}}, 201)["id"])
+
+    def _new_task(self, run_id: str, n: int = 0) -> str:
+        body = {"runId": run_id, "type": "bench.noop", "inputData": {"n": n}}
+        return str(self._call("POST", "/tasks", body, 201)["id"])
 
     def _load(self, producers: list[loadgen.Producer]) -> tuple[loadgen.LoadResult, Figures]:
-        pid = self.server.pid
+        pid = self.api.pid
         cpu0, pg0, client0 = _proc_cpu_seconds(pid), _postgres_cpu_seconds(), time.process_time()
         machine0 = _machine_busy_seconds()
         wall0 = time.perf_counter()
-        result = loadgen.run(HOST, self.server.port, producers, duration=self.s.duration,
-                             warmup=self.s.warmup, max_requests=MAX_REQUESTS)
+        result = loadgen.run(
+            HOST,
+            self.api.port,
+            producers,
+            duration=self.s.duration,
+            warmup=self.s.warmup,
+            max_requests=MAX_REQUESTS,
+        )
         wall = time.perf_counter() - wall0
         cpu1, pg1, client1 = _proc_cpu_seconds(pid), _postgres_cpu_seconds(), time.process_time()
-        figures_machine = (_machine_busy_seconds() - machine0) / wall
+        machine = (_machine_busy_seconds() - machine0) / wall
         latencies, statuses = result.measured()
         figures = _figures(latencies, result.elapsed, statuses)
         # CPU over the whole load (warm-up included): a share of wall time, in cores.
         figures.server_cpu = (cpu1 - cpu0) / wall
         figures.postgres_cpu = _cpu_delta(pg0, pg1) / wall
         figures.client_cpu = (client1 - client0) / wall
-        figures.machine_cpu = figures_machine
+        figures.machine_cpu = machine
         figures.errors = result.errors
         self.peak_rss = max(self.peak_rss, rss_mib(pid))
         return result, figures
 
+    def _seed(self, what: str, producers: list[loadgen.Producer], count: int | None) -> None:
+        """An unmeasured load that must succeed: every answer 201."""
+        result = loadgen.run(
+            HOST, self.api.port, producers, duration=SEED_SECONDS, warmup=0, max_requests=count
+        )
+        _, statuses = result.measured()
+        bad = {s: n for s, n in statuses.items() if s != 201}
+        if bad or result.errors or (count is not None and sum(statuses.values()) != count):
+            raise RuntimeError(f"seeding {what}: statuses {statuses} errors {result.errors[:2]}")
+
     def _expect(self, name: str, figures: Figures, ok: int) -> None:
         bad = {s: n for s, n in figures.statuses.items() if s != ok}
         if bad or figures.errors:
-            print(f"  ! {name}: unexpected statuses {bad} errors {figures.errors[:3]}",
-                  file=sys.stderr)
+            print(
+                f"  ! {self.label} {name}: unexpected statuses {bad} errors {figures.errors[:3]}",
+                file=sys.stderr,
+            )
         self.results[name] = figures
 
     def _progress(self, name: str) -> None:
-        figures = self.results.get(name)
-        if figures:
-            print(f"  {name:<20} {figures.rps:8.0f} req/s  p50 {figures.p50_ms:6.1f} ms  "
-                  f"p99 {figures.p99_ms:6.1f} ms  n={figures.count}  "
-                  f"cores: server {figures.server_cpu:.2f} pg {figures.postgres_cpu:.2f} "
-                  f"client {figures.client_cpu:.2f} machine {figures.machine_cpu:.2f}",
-                  file=sys.stderr)
+        f = self.results.get(name)
+        if f is None:
+            if name in self.broken:
+                print(f"  {self.label:<18} {name:<15} broken: {self.broken[name]}", file=sys.stderr)
+            return
+        unit = "pairs/s" if name == "claim-complete" else "req/s"
+        print(
+            f"  {self.label:<18} {name:<15} {f.rps:7.0f} {unit}  p50 {f.p50_ms:6.1f} ms  "
+            f"p99 {f.p99_ms:6.1f} ms  n={f.count}  cores: server {f.server_cpu:.2f} "
+            f"pg {f.postgres_cpu:.2f} client {f.client_cpu:.2f} machine {f.machine_cpu:.2f}",
+            file=sys.stderr,
+        )
+
+    def _repeat(self, requests: list[bytes]) -> list[loadgen.Producer]:
+        """One producer per connection cycling through ``requests`` from its own offset."""
+
+        def producer_for(i: int) -> loadgen.Producer:
+            position = [i * 97]
+
+            def produce(_status: int, _body: bytes) -> bytes | None:
+                position[0] += 1
+                return requests[position[0] % len(requests)]
+
+            return produce
+
+        return [producer_for(i) for i in range(self.s.connections)]
 
     # -- create run
+
+    def setup_create_run(self) -> None:
+        pass
 
     def create_run(self) -> None:
         sink: list[str] = []
 
         def producer_for(i: int) -> loadgen.Producer:
-            request = self.server.build("POST", "/runs", {"inputData": {"bench": i}})
+            request = self.api.build("POST", "/runs", {"inputData": {"bench": i}})
 
             def produce(status: int, body: bytes) -> bytes | None:
                 if status == 201 and len(sink) < 10_000:
@@ -368,73 +609,210 @@ class Bench:
         _, figures = self._load([producer_for(i) for i in range(self.s.connections)])
         self._expect("create-run", figures, 201)
         self.run_ids = sink[: self.s.connections]
-        while len(self.run_ids) < self.s.connections:  # the server failed every create
-            status, body = self.server.request("POST", f"{API}/runs", {"inputData": {}})
-            if status != 201:
-                raise RuntimeError(f"cannot create a run: {status} {body}")
-            self.run_ids.append(body["id"])
-        status, body = self.server.request("GET", f"{API}/runs/{self.run_ids[0]}")
-        if status == 200:
-            self.org_id = body.get("orgId", self.org_id)
 
-    # -- create task: one run per connection, so that run counters do not serialise them
+    # -- create task, every connection on one run
 
-    def create_task(self, name: str = "create-task", shared: bool = False) -> None:
-        sinks: list[list[str]] = [[] for _ in range(self.s.connections)]
-        runs = self.run_ids
-        if shared:
-            status, body = self.server.request("POST", f"{API}/runs", {"inputData": {}})
-            if status != 201:
-                raise RuntimeError(f"cannot create a run: {status} {body}")
-            runs = [body["id"]] * self.s.connections
+    def setup_create_task(self) -> None:
+        self.shared_run = self._new_run("create-task")
+
+    def create_task(self) -> None:
+        sink: list[str] = []
+        run_id = self.shared_run
 
         def producer_for(i: int) -> loadgen.Producer:
-            request = self.server.build(
-                "POST", "/tasks",
-                {"runId": runs[i], "type": "bench.noop", "inputData": {"n": i}},
+            request = self.api.build(
+                "POST", "/tasks", {"runId": run_id, "type": "bench.noop", "inputData": {"n": i}}
             )
-            sink = sinks[i]
 
             def produce(status: int, body: bytes) -> bytes | None:
-                if status == 201:
+                if status == 201 and len(sink) < 10_000:
                     sink.append(json.loads(body)["id"])
                 return request
 
             return produce
 
         _, figures = self._load([producer_for(i) for i in range(self.s.connections)])
-        self._expect(name, figures, 201)
-        if not any(sinks):
-            raise RuntimeError("no task was created; later scenarios need tasks")
-        if shared:
-            self.shared_task_sinks = sinks
-        else:
-            self.task_sinks = sinks
-            self.task_ids = [task for sink in sinks for task in sink]
+        self._expect("create-task", figures, 201)
+        self.task_ids = sink
 
     # -- get task
 
+    def setup_get_task(self) -> None:
+        if not self.task_ids:  # the create scenario did not run (--profile) or made nothing
+            run_id = self._new_run("get-task")
+            self.task_ids = [self._new_task(run_id, n) for n in range(200)]
+
     def get_task(self) -> None:
         sample = self.task_ids[:2000]
-        requests = [self.server.build("GET", f"/tasks/{task}") for task in sample]
+        requests = [self.api.build("GET", f"/tasks/{task}") for task in sample]
+        _, figures = self._load(self._repeat(requests))
+        self._expect("get-task", figures, 200)
 
-        def producer_for(i: int) -> loadgen.Producer:
-            position = [i * 97]
+    # -- list the tasks of a run of LIST_TASKS tasks, newest first, 20 a page
+
+    def setup_list_tasks(self) -> None:
+        run_id = self._new_run("list-tasks")
+        request = self.api.build(
+            "POST", "/tasks", {"runId": run_id, "type": "bench.noop", "inputData": {}}
+        )
+        self._seed("tasks to list", self._repeat([request]), LIST_TASKS)
+        page = self._call("GET", f"/tasks?runId={run_id}&limit=20")
+        if len(page["data"]) != 20 or page["pagination"]["total"] != LIST_TASKS:
+            raise RuntimeError(f"list tasks: {len(page['data'])} tasks, {page['pagination']}")
+        self.list_run = run_id
+
+    def list_tasks(self) -> None:
+        request = self.api.build("GET", f"/tasks?runId={self.list_run}&limit=20")
+        _, figures = self._load(self._repeat([request]))
+        self._expect("list-tasks", figures, 200)
+
+    # -- write run data: one run per connection, 100 keys each
+
+    def setup_write_data(self) -> None:
+        # The reference requires a taskId (a task of the run) on every entry; ours accepts
+        # one, so both get the same body: a task per connection's run, made here.
+        runs = list(self.run_ids)
+        while len(runs) < self.s.connections:
+            runs.append(self._new_run("write-data"))
+        self.data_runs = [(run, self._new_task(run, i)) for i, run in enumerate(runs)]
+
+    def write_data(self) -> None:
+        def producer_for(run: str, task: str) -> loadgen.Producer:
+            counter = [0]
 
             def produce(_status: int, _body: bytes) -> bytes | None:
-                position[0] += 1
-                return requests[position[0] % len(requests)]
+                counter[0] += 1
+                c = counter[0]
+                body = {
+                    "taskId": task,
+                    "key": f"metric.{c % 100}",
+                    "value": {"step": c, "loss": 0.5},
+                    "tags": ["bench", f"t{c % 10}"],
+                }
+                return self.api.build("POST", f"/runs/{run}/data", body)
 
             return produce
 
-        _, figures = self._load([producer_for(i) for i in range(self.s.connections)])
-        self._expect("get-task", figures, 200)
+        _, figures = self._load([producer_for(run, task) for run, task in self.data_runs])
+        self._expect("write-data", figures, 201)
 
-    # -- claim + complete: PATCH running (queueJobId), then PATCH completed (outputData)
+    # -- latest by key, all by key: a run with DATA_ENTRIES entries of one key
 
-    def claim_complete(self, name: str = "claim-complete", shared: bool = False) -> None:
-        """Each connection drains the tasks it created (its own run, or the shared run)."""
-        slices = self.shared_task_sinks if shared else self.task_sinks
+    def setup_data_run(self) -> None:
+        """Seeded through the API (the same requests for both implementations, each keeping
+        its own bookkeeping right); the last entry, written alone after the rest, is marked."""
+        if self.data_run:
+            return
+        started = time.perf_counter()
+        run_id = self._new_run("run-data")
+        task_id = self._new_task(run_id)
+        counter = [0]
+
+        def produce(_status: int, _body: bytes) -> bytes | None:
+            counter[0] += 1
+            body = {"taskId": task_id, "key": DATA_KEY, "value": {"version": counter[0]}}
+            return self.api.build("POST", f"/runs/{run_id}/data", body)
+
+        self._seed("run data", [produce] * self.s.connections, DATA_ENTRIES - 1)
+        final = {"taskId": task_id, "key": DATA_KEY, "value": {"version": DATA_ENTRIES}}
+        self._call("POST", f"/runs/{run_id}/data", final, 201)
+        self.data_run = run_id
+        print(
+            f"  {self.label:<18} seeded {DATA_ENTRIES:,} entries of one key through the API "
+            f"in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+
+    def _data_query(self, name: str, query: str, expect: Callable[[list[Any]], bool]) -> bool:
+        """Probe a run-data query once; False (and the scenario marked broken) if it fails."""
+        status, body = self.api.request("GET", f"{API}/runs/{self.data_run}/data?{query}")
+        if status != 200:
+            message = body.get("error", body) if isinstance(body, dict) else body
+            self.broken[name] = f"{status} {str(message)[:120]}"
+            return False
+        data = body.get("data", []) if isinstance(body, dict) else []
+        if not expect(data):
+            summary = [entry.get("value") for entry in data[:3]]
+            print(
+                f"  ! {self.label} {name}: {len(data)} entries, first values {summary!r}",
+                file=sys.stderr,
+            )
+        return True
+
+    def setup_latest_by_key(self) -> None:
+        self.setup_data_run()
+
+    def latest_by_key(self) -> None:
+        query = f"key={DATA_KEY}"
+
+        def latest(data: list[Any]) -> bool:
+            return len(data) == 1 and data[0].get("value") == {"version": DATA_ENTRIES}
+
+        if not self._data_query("latest-by-key", query, latest):
+            return
+        request = self.api.build("GET", f"/runs/{self.data_run}/data?{query}")
+        _, figures = self._load(self._repeat([request]))
+        self._expect("latest-by-key", figures, 200)
+
+    def setup_all_by_key(self) -> None:
+        self.setup_data_run()
+
+    def all_by_key(self) -> None:
+        query = f"key={DATA_KEY}&includeAll=true&limit=100"
+
+        def newest_hundred(data: list[Any]) -> bool:
+            return len(data) == 100 and data[0].get("value") == {"version": DATA_ENTRIES}
+
+        if not self._data_query("all-by-key", query, newest_hundred):
+            return
+        request = self.api.build("GET", f"/runs/{self.data_run}/data?{query}")
+        _, figures = self._load(self._repeat([request]))
+        self._expect("all-by-key", figures, 200)
+
+    # -- claim + complete (ours only: the reference has no claim)
+
+    def setup_claim_complete(self) -> None:
+        """``queued`` tasks, one run per connection, enough for the measured load."""
+        created = self.results.get("create-task")
+        rate = created.rps if created and created.count else 500.0
+        # A task pair costs two PATCHes; pairs/s has been 0.35-0.7 x the create rate (on one
+        # run). Running out early only shortens the measured window (a notice says so).
+        per_connection = math.ceil(
+            1.25 * rate * (self.s.warmup + self.s.duration) / self.s.connections
+        )
+        per_connection = max(10, min(CLAIM_TASKS_CAP, per_connection))
+        slices: list[list[str]] = [[] for _ in range(self.s.connections)]
+
+        def producer_for(i: int) -> loadgen.Producer:
+            run_id = self._new_run(f"claim-{i}")
+            body = {"runId": run_id, "type": "bench.noop", "inputData": {}, "status": "queued"}
+            request = self.api.build("POST", "/tasks", body)
+            sink = slices[i]
+            sent = [0]
+
+            def produce(status: int, answer: bytes) -> bytes | None:
+                if status == 201:
+                    sink.append(json.loads(answer)["id"])
+                if sent[0] >= per_connection:
+                    return None
+                sent[0] += 1
+                return request
+
+            return produce
+
+        started = time.perf_counter()
+        self._seed("queued tasks", [producer_for(i) for i in range(self.s.connections)], None)
+        self.claim_slices = slices
+        print(
+            f"  {self.label:<18} created {sum(map(len, slices)):,} queued tasks in "
+            f"{time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+
+    def claim_complete(self) -> None:
+        """PATCH running (queueJobId, leaseSeconds), then PATCH completed (same queueJobId,
+        outputData), task after task; per task pairs/s, latency per PATCH request."""
+        slices = self.claim_slices
 
         def producer_for(tasks: list[str]) -> loadgen.Producer:
             step = [0]
@@ -445,197 +823,194 @@ class Bench:
                 if index >= len(tasks):
                     return None
                 task = tasks[index]
+                job = f"bench-{task}"
                 if phase == 0:
-                    return self.server.build(
-                        "PATCH", f"/tasks/{task}", {"status": "running", "queueJobId": f"j-{task}"}
-                    )
-                return self.server.build(
-                    "PATCH", f"/tasks/{task}", {"status": "completed", "outputData": {"ok": True}}
-                )
+                    body = {"status": "running", "queueJobId": job, "leaseSeconds": 60.0}
+                else:
+                    body = {"status": "completed", "queueJobId": job, "outputData": {"n": index}}
+                return self.api.build("PATCH", f"/tasks/{task}", body)
 
             return produce
 
         result, figures = self._load([producer_for(tasks) for tasks in slices])
-        self._expect(name, figures, 200)
-        # Per task: claim latency + complete latency, for pairs whose claim was measured.
-        task_latencies: list[float] = []
+        self._expect("claim-complete", figures, 200)
+        # Task pairs whose claim started inside the measured window (their complete followed).
+        pairs = 0
         for log in result.connections:
             for j in range(0, len(log.latencies) - 1, 2):
                 if log.starts[j] >= result.measure_start:
-                    task_latencies.append(log.latencies[j] + log.latencies[j + 1])
-        per_task = _figures(task_latencies, result.elapsed, {200: len(task_latencies)})
-        per_task.server_cpu = figures.server_cpu
-        per_task.postgres_cpu = figures.postgres_cpu
-        per_task.client_cpu = figures.client_cpu
-        per_task.machine_cpu = figures.machine_cpu
-        self.results[f"{name}/task"] = per_task
-        if any(len(log.latencies) >= 2 * len(tasks)
-               for log, tasks in zip(result.connections, slices, strict=True)):
-            print(f"  ({name}: a connection ran out of tasks before the deadline)",
-                  file=sys.stderr)
+                    pairs += 1
+        figures.requests_per_second = figures.rps
+        figures.rps = pairs / result.elapsed
+        if any(
+            len(log.latencies) >= 2 * len(tasks)
+            for log, tasks in zip(result.connections, slices, strict=True)
+        ):
+            print(
+                f"  ({self.label} claim-complete: a connection ran out of tasks before the "
+                "deadline; the rate is over the time they lasted)",
+                file=sys.stderr,
+            )
 
-    # -- write run data: one run per connection, 100 keys each
+    # -- running
 
-    def write_data(self) -> None:
-        def producer_for(i: int) -> loadgen.Producer:
-            run = self.run_ids[i]
-            counter = [0]
+    def setup(self, key: str) -> None:
+        getattr(self, "setup_" + key.replace("-", "_"))()
 
-            def produce(_status: int, _body: bytes) -> bytes | None:
-                counter[0] += 1
-                c = counter[0]
-                return self.server.build(
-                    "POST", f"/runs/{run}/data",
-                    {"key": f"metric.{c % 100}", "value": {"step": c, "loss": 0.5},
-                     "tags": ["bench", f"t{c % 10}"]},
-                )
+    def measure(self, key: str) -> None:
+        getattr(self, key.replace("-", "_"))()
 
-            return produce
-
-        _, figures = self._load([producer_for(i) for i in range(self.s.connections)])
-        self._expect("write-data", figures, 201)
-
-    # -- latest-by-key on a seeded run
-
-    def seed(self, entries: int, keys: int) -> tuple[str, list[str], float]:
-        """A new run with ``entries`` run-data rows over ``keys`` keys, by bulk SQL insert."""
-        status, body = self.server.request("POST", f"{API}/runs", {"inputData": {"seed": entries}})
-        if status != 201:
-            raise RuntimeError(f"cannot create a run: {status} {body}")
-        run_id = uuid.UUID(body["id"])
-        key_names = [f"seed.key.{k:05d}" for k in range(keys)]
-        versions = entries // keys
-        engine = create_engine(self.database_url, pool_size=1)
-        started = time.perf_counter()
-        base = utcnow()
+    def scenario(self, key: str) -> None:
+        """Setup and measure one scenario. The reference's failures skip the rest of its
+        scenarios (with a message) instead of stopping the benchmark."""
+        if self.failed:
+            return
         try:
-            rows: list[dict[str, Any]] = []
-            with engine.begin() as conn:
-                for version in range(versions):
-                    moment = base + timedelta(microseconds=version)
-                    for name in key_names:
-                        rows.append({
-                            "id": uuid.uuid4(), "run_id": run_id, "task_id": None,
-                            "org_id": self.org_id, "key": name,
-                            "value": {"version": version, "key": name}, "tags": [],
-                            "metadata": None, "is_latest": version == versions - 1,
-                            "created_at": moment, "updated_at": moment,
-                        })
-                        if len(rows) >= 5000:
-                            conn.execute(run_data.insert(), rows)
-                            rows = []
-                if rows:
-                    conn.execute(run_data.insert(), rows)
-                if engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("ANALYZE run_data")
-        finally:
-            engine.dispose()
-        elapsed = time.perf_counter() - started
-        # The API must return the latest version of a key.
-        probe = key_names[len(key_names) // 2]
-        status, body = self.server.request("GET", f"{API}/runs/{run_id}/data?key={probe}")
-        if status != 200:
-            raise RuntimeError(f"latest-by-key answered {status}: {body}")
-        data = body.get("data", [])
-        if len(data) != 1 or data[0].get("value", {}).get("version") != versions - 1:
-            print(f"  ! latest-by-key returned {data[:2]!r}, expected only version "
-                  f"{versions - 1}", file=sys.stderr)
-        return str(run_id), key_names, elapsed
+            if not self.api.alive():
+                raise RuntimeError("the server process is gone")
+            self.setup(key)
+            self.api.analyze()
+            self.measure(key)
+        except Exception as exc:
+            if not self.api.is_reference:
+                raise
+            self.failed = f"{key}: {exc}"
+            print(f"reference: skipping the rest: {self.failed}", file=sys.stderr)
+            return
+        self._progress(key)
 
-    def latest(self, name: str, entries: int, keys: int) -> None:
-        run_id, key_names, seconds = self.seed(entries, keys)
-        print(f"  seeded {entries:,} entries ({keys:,} keys) by bulk SQL in {seconds:.1f} s",
-              file=sys.stderr)
-        rng = random.Random(7)
 
-        def producer_for(_i: int) -> loadgen.Producer:
-            order = [self.server.build("GET", f"/runs/{run_id}/data?key={k}") for k in
-                     rng.sample(key_names, len(key_names))]
-            position = [0]
-
-            def produce(_status: int, _body: bytes) -> bytes | None:
-                position[0] += 1
-                return order[position[0] % len(order)]
-
-            return produce
-
-        _, figures = self._load([producer_for(i) for i in range(self.s.connections)])
-        self._expect(name, figures, 200)
-
-    def run_all(self, only: str | None = None) -> None:
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("create-run", self.create_run),
-            ("create-task", self.create_task),
-            ("get-task", self.get_task),
-            ("claim-complete", self.claim_complete),
-            ("create-task-shared", lambda: self.create_task("create-task-shared", shared=True)),
-            ("claim-complete-shared",
-             lambda: self.claim_complete("claim-complete-shared", shared=True)),
-            ("write-data", self.write_data),
-            ("latest-1k", lambda: self.latest("latest-1k", self.s.small_entries,
-                                              self.s.small_keys)),
-            ("latest-100k", lambda: self.latest("latest-100k", self.s.big_entries,
-                                                self.s.big_keys)),
-        ]
-        for name, step in steps:
-            if only and name == only:
-                return
-            step()
-            self._progress(name)
-            if name.startswith("claim-complete"):
-                self._progress(f"{name}/task")
+def run_side_by_side(benches: list[Bench]) -> None:
+    """Every scenario on every server; the order flips each scenario (ours first, then the
+    reference first, ...) so that a change in the machine's load falls on both."""
+    for index, (key, _, on_reference) in enumerate(SCENARIOS):
+        order = benches if index % 2 == 0 else benches[::-1]
+        for bench in order:
+            if bench.api.is_reference and not on_reference:
+                continue
+            bench.scenario(key)
 
 
 # --------------------------------------------------------------------------- output
 
 
-def _cell(figures: Figures | None) -> str:
-    if figures is None:
-        return f"{'-':>8} {'-':>7} {'-':>7}"
-    return f"{figures.rps:8,.0f} {figures.p50_ms:7.1f} {figures.p99_ms:7.1f}"
+@dataclass
+class Column:
+    title: str
+    bench: Bench
+    rss: float = float("nan")
 
 
-def print_table(results: dict[str, dict[str, Figures]], rss: dict[str, float],
-                settings: Settings) -> None:
-    backends = list(results)
+CELL = 24
+OURS_PG = "ours, PostgreSQL"
+REFERENCE_TITLE = "reference, PostgreSQL"
+
+
+def _cell(bench: Bench, key: str, on_reference: bool) -> str:
+    if bench.api.is_reference and not on_reference:
+        return f"{'(no claim in its API)':^{CELL}}"
+    if key in bench.broken:
+        return f"{'broken (' + bench.broken[key].split()[0] + ')':^{CELL}}"
+    f = bench.results.get(key)
+    if f is None:
+        return f"{'-':^{CELL}}"
+    return f"{f.rps:8,.0f} {f.p50_ms:7.1f} {f.p99_ms:7.1f}"
+
+
+def print_table(
+    columns: list[Column],
+    settings: Settings,
+    load: tuple[float, float, float],
+    reference_skipped: str | None,
+) -> None:
     width = 32
+    ours = next((c for c in columns if c.title == OURS_PG), None)
+    ref = next((c for c in columns if c.title == REFERENCE_TITLE), None)
     print()
-    print(f"Foreman API, one process, {settings.connections} keep-alive connections, "
-          f"{settings.duration:g} s per scenario after {settings.warmup:g} s warm-up "
-          f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"Foreman API{', ours vs the TypeScript reference' if ref else ''}: one server process "
+        f"each, "
+        f"{settings.connections} keep-alive connections, {settings.duration:g} s per scenario "
+        f"after {settings.warmup:g} s warm-up"
+    )
+    print(
+        f"{os.cpu_count()} CPUs; load average at the start {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} (1, 5, 15 min); the machine is shared, figures are noisy"
+    )
     print()
-    head = " | ".join(f"{b:^24}" for b in backends)
-    print(f"{'':<{width}} | {head} | {'TypeScript':>10}")
-    sub = " | ".join(f"{'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}" for _ in backends)
-    print(f"{'scenario':<{width}} | {sub} | {'req/s':>10}")
-    print("-" * (width + 3 + len(sub) + 13))
-    for key, label in SCENARIOS:
-        cells = " | ".join(_cell(results[b].get(key)) for b in backends)
-        ref = REFERENCE.get(key.split("/")[0], "") if "/" not in key else ""
-        print(f"{label:<{width}} | {cells} | {ref:>10}")
+    ratio_head = "ours÷ref" if ours and ref else ""
+    head = " | ".join(f"{c.title:^{CELL}}" for c in columns)
+    print(f"{'':<{width}} | {head} | {ratio_head}".rstrip(" |"))
+    sub = " | ".join(f"{'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}" for _ in columns)
+    print(f"{'scenario':<{width}} | {sub}" + (" |" if ratio_head else ""))
+    print("-" * (width + 3 + len(sub) + 11))
+    for key, label, on_reference in SCENARIOS:
+        cells = " | ".join(_cell(c.bench, key, on_reference) for c in columns)
+        ratio = ""
+        if ours and ref and on_reference:
+            mine, theirs = ours.bench.results.get(key), ref.bench.results.get(key)
+            ratio = f"{mine.rps / theirs.rps:8.2f}" if mine and theirs and theirs.rps else "-"
+        print((f"{label:<{width}} | {cells}" + (f" | {ratio:>8}" if ratio_head else "")).rstrip())
     print()
-    print("CPU in cores over each scenario (1.00 = one core busy): srv = the API process, "
-          "pg = all postgres processes,\nall = the whole 2-core machine (other work "
-          "included); n = requests measured:")
-    for key, label in SCENARIOS:
+    if reference_skipped:
+        print(f"reference: skipped: {reference_skipped}")
+    for c in columns:
+        if c.bench.failed:
+            print(f"{c.title}: stopped early: {c.bench.failed}")
+        for key, answer in c.bench.broken.items():
+            print(f"{c.title}, {key}: broken, it answered {answer}")
+    claims = [
+        f"{c.title} {c.bench.results['claim-complete'].requests_per_second:,.0f} PATCH/s"
+        for c in columns
+        if "claim-complete" in c.bench.results
+    ]
+    if claims:
+        print(
+            "claim + complete: task pairs/s (two PATCHes each), p50/p99 per PATCH request; "
+            + ", ".join(claims)
+            + (". The reference has no claim." if ref else ".")
+        )
+    print(
+        "RSS (VmRSS) after the benchmark: "
+        + ", ".join(
+            f"{c.title} {c.rss:.0f} MiB (peak seen {c.bench.peak_rss:.0f})" for c in columns
+        )
+    )
+    print()
+    print(
+        "CPU in cores over each load (1.00 = one core busy): srv = the server process, "
+        "pg = all postgres\nprocesses (others' included), all = the whole machine; "
+        "n = requests measured:"
+    )
+    for key, label, _ in SCENARIOS:
         parts = []
-        for b in backends:
-            f = results[b].get(key)
+        for c in columns:
+            f = c.bench.results.get(key)
             if f is None:
-                parts.append(f"{'-':>24}")
+                parts.append("-")
                 continue
-            pg = f" pg {f.postgres_cpu:.2f}" if b == "postgres" else ""
-            parts.append(f"srv {f.server_cpu:.2f}{pg} all {f.machine_cpu:.2f} "
-                         f"n={f.count:,}".rjust(34))
-        print(f"{label:<{width}} | " + " | ".join(parts))
-    print()
-    print("Server RSS (VmRSS) at the end: " + ", ".join(
-        f"{b} {rss[b]:.0f} MiB" for b in backends))
-    print("TypeScript reference: patch task ~1,000 req/s is per PATCH request; its "
-          "latest-by-key query is broken.")
-    print(NOTES, end="")
-    print("Latest-by-key runs are seeded by bulk SQL insert into run_data (is_latest kept on "
-          "the last version of each key); queries pick keys at random.")
+            pg = "" if c.title.endswith("SQLite") else f" pg {f.postgres_cpu:.2f}"
+            parts.append(f"srv {f.server_cpu:.2f}{pg} all {f.machine_cpu:.2f} n={f.count:,}")
+        print(f"{label:<{width}} | " + " | ".join(f"{part:<34}" for part in parts).rstrip())
+    if ref:
+        print()
+        print(NOTES, end="")
+
+
+NOTES = """\
+Same work on both, with these differences (the reference's API, not the harness):
+- write run data: the reference requires a taskId on each entry, so both are sent one (ours
+  accepts it and checks that the task belongs to the run; the reference checks too).
+- all by key: both return the newest 100 of 2,000 entries; ours also counts the matches
+  (pagination.total 2,000), the reference reports the page length (100) and does not count.
+- latest by key: the reference's query is invalid SQL (its outer ORDER BY names an alias of
+  the inner query), so it answers 404 to every key; it is not measured.
+- get task / list tasks: both read the same shapes; the reference wraps every query in its own
+  transaction with SET LOCAL for row-level security, ours filters on org_id.
+- each side has its own database; the fixtures are the same size on both (a run of 200 tasks
+  to list, 2,000 entries of one key), only the tables' sizes differ, as each side creates rows
+  at its own rate during the create and write scenarios.
+"""
 
 
 # --------------------------------------------------------------------------- profiling
@@ -665,15 +1040,16 @@ def _summarise_folded(path: Path, top: int = 25) -> None:
     if not total:
         print("py-spy recorded no samples")
         return
-    print(f"\n{total} samples of the thread holding the GIL (py-spy --gil): the server's "
-          "Python CPU\n")
+    print(f"\n{total} samples of the thread holding the GIL (py-spy --gil): the server's CPU\n")
     print(f"Top {top} by own time (where the CPU is):")
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {100 * count / total:5.1f}%  {frame}")
     print(f"\nTop {top} by inclusive time, excluding the event loop and thread plumbing:")
-    boring = ("_bootstrap", "run (threading", "_worker (concurrent", "run (asyncio",
-              "run_forever", "_run_once", "_run (asyncio", "run (uvicorn", "main (",
-              "<module>", "serve (uvicorn", "cmd_serve", "_run_module", "run (concurrent")
+    boring = (
+        *("_bootstrap", "run (threading", "_worker (concurrent", "run (asyncio"),
+        *("run_forever", "_run_once", "_run (asyncio", "run (uvicorn", "main ("),
+        *("<module>", "serve (uvicorn", "cmd_serve", "_run_module", "run (concurrent"),
+    )
     shown = 0
     for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1]):
         if any(b in frame for b in boring):
@@ -687,46 +1063,47 @@ def _summarise_folded(path: Path, top: int = 25) -> None:
 def profile(settings: Settings, scenario: str) -> int:
     spy = _py_spy()
     if spy is None:
-        print("py-spy is not installed. Install it into the venv for benchmarking only:\n"
-              "  .venv/bin/pip install py-spy\n"
-              "then rerun with --profile, or attach by hand while a benchmark runs:\n"
-              "  py-spy top --pid <server pid>\n"
-              "  py-spy record --pid <server pid> --duration 10 -o profile.svg")
+        print(
+            "py-spy is not installed. Install it into the venv for benchmarking only:\n"
+            "  .venv/bin/pip install py-spy\n"
+            "then rerun with --profile, or attach by hand while a benchmark runs:\n"
+            "  py-spy top --pid <server pid>\n"
+            "  py-spy record --pid <server pid> --duration 10 -o profile.svg"
+        )
         return 2
     with postgres_database() as (url, workdir):
-        server = Server(url, workdir)
+        server = Server(url, workdir, "ours (PostgreSQL)")
         server.prepare()
         server.start()
         try:
-            bench = Bench(server, settings, url)
-            bench.run_all(only=scenario)  # everything the scenario depends on
+            bench = Bench(server, settings)
+            bench.setup(scenario)
             out = workdir / "profile.folded"
+            seconds = str(int(settings.warmup + settings.duration + 1))
             spy_proc = subprocess.Popen(
-                [spy, "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
-                 "--output", str(out), "--duration",
-                 str(int(settings.warmup + settings.duration + 1)), "--nonblocking", "--gil"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                [
+                    *(spy, "record", "--pid", str(server.pid), "--rate", "250"),
+                    *("--format", "raw", "--output", str(out), "--duration", seconds),
+                    *("--nonblocking", "--gil"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
             time.sleep(0.5)
-            steps: dict[str, Callable[[], None]] = {
-                "create-run": bench.create_run, "create-task": bench.create_task,
-                "get-task": bench.get_task, "claim-complete": bench.claim_complete,
-                "write-data": bench.write_data,
-                "latest-1k": lambda: bench.latest("latest-1k", settings.small_entries,
-                                                  settings.small_keys),
-                "latest-100k": lambda: bench.latest("latest-100k", settings.big_entries,
-                                                    settings.big_keys),
-            }
-            steps[scenario]()
+            bench.measure(scenario)
             bench._progress(scenario)
             output, _ = spy_proc.communicate(timeout=120)
             if spy_proc.returncode != 0 or not out.exists():
                 print(f"py-spy failed ({spy_proc.returncode}): {output.decode()[-1500:]}")
-                print("It needs ptrace rights on the server process (root, or "
-                      "CAP_SYS_PTRACE in a container).")
+                print(
+                    "It needs ptrace rights on the server process (root, or "
+                    "CAP_SYS_PTRACE in a container)."
+                )
                 return 2
-            print(f"\nProfile of the server during '{scenario}' on PostgreSQL "
-                  f"(py-spy --gil, 250 Hz, {settings.duration:g} s):")
+            print(
+                f"\nProfile of the server during '{scenario}' on PostgreSQL "
+                f"(py-spy --gil, 250 Hz, {settings.duration:g} s):"
+            )
             _summarise_folded(out)
             keep = Path(tempfile.gettempdir()) / f"foreman_api_profile_{scenario}.folded"
             shutil.copy(out, keep)
@@ -739,49 +1116,112 @@ def profile(settings: Settings, scenario: str) -> int:
 # --------------------------------------------------------------------------- main
 
 
-def bench_backend(backend: str, settings: Settings) -> tuple[dict[str, Figures], float]:
+def _ours(backend: str, url: str, workdir: Path, settings: Settings) -> tuple[Server, Bench]:
+    server = Server(url, workdir, f"ours ({'SQLite' if backend == 'sqlite' else 'PostgreSQL'})")
+    server.prepare()
+    server.start()
+    print(
+        f"{server.label}: pid {server.pid}, port {server.port}, RSS {rss_mib(server.pid):.0f} MiB",
+        file=sys.stderr,
+    )
+    return server, Bench(server, settings)
+
+
+def bench_backend(
+    backend: str, settings: Settings, with_reference: bool
+) -> tuple[list[Column], str | None]:
+    """Our server on ``backend``; with the reference (PostgreSQL), scenario by scenario.
+
+    Returns the columns and, if the reference was wanted but could not start, why."""
     database = sqlite_database() if backend == "sqlite" else postgres_database()
+    title = "ours, SQLite" if backend == "sqlite" else OURS_PG
     with database as (url, workdir):
-        server = Server(url, workdir)
-        server.prepare()
-        server.start()
+        server, bench = _ours(backend, url, workdir, settings)
         try:
-            print(f"{backend}: server pid {server.pid} on port {server.port}, "
-                  f"RSS {rss_mib(server.pid):.0f} MiB", file=sys.stderr)
-            bench = Bench(server, settings, url)
-            bench.run_all()
-            rss = rss_mib(server.pid)
-            print(f"  RSS now {rss:.0f} MiB (peak seen {bench.peak_rss:.0f} MiB)",
-                  file=sys.stderr)
-            return bench.results, rss
+            ours = Column(title, bench)
+            with contextlib.ExitStack() as stack:
+                ref_api: Reference | None = None
+                skipped = None
+                if with_reference:
+                    try:
+                        ref_api = stack.enter_context(reference_server())
+                    except Exception as exc:  # missing build tools, npm/tsc or start failure
+                        skipped = f"it did not start: {exc}"
+                        print(f"reference: skipped: {skipped}", file=sys.stderr)
+                if ref_api is None:
+                    run_side_by_side([bench])
+                    ours.rss = rss_mib(server.pid)
+                    return [ours], skipped
+                print(
+                    f"reference: pid {ref_api.pid}, port {ref_api.port}, "
+                    f"RSS {rss_mib(ref_api.pid):.0f} MiB",
+                    file=sys.stderr,
+                )
+                reference = Column(REFERENCE_TITLE, Bench(ref_api, settings))
+                run_side_by_side([bench, reference.bench])
+                ours.rss = rss_mib(server.pid)
+                reference.rss = rss_mib(ref_api.pid)
+                return [ours, reference], None
         finally:
             server.stop()
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    """SIGTERM/SIGHUP: unwind, so that the servers are stopped and the databases dropped."""
+    print(f"api_bench: signal {signum}, stopping the servers", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    load = os.getloadavg()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="measured seconds per scenario (default 10)")
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="measured seconds per scenario (default 8)"
+    )
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--quick", action="store_true",
-                        help="2 s per scenario, 0.5 s warm-up (a smoke run)")
-    parser.add_argument("--profile", nargs="?", const="get-task", choices=PROFILE_SCENARIOS,
-                        help="profile one scenario (default get-task) on PostgreSQL with py-spy")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 s per scenario, 0.5 s warm-up (a smoke run)"
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="do not run the TypeScript reference"
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="get-task",
+        choices=PROFILE_SCENARIOS,
+        help="profile one scenario (default get-task) of ours on PostgreSQL with py-spy",
+    )
     args = parser.parse_args(argv)
     if args.connections < 1 or args.duration <= 0:
         parser.error("--connections and --duration must be positive")
     duration = 2.0 if args.quick else args.duration
-    settings = Settings(connections=args.connections, duration=duration,
-                        warmup=0.5 if args.quick else min(1.0, duration / 5))
+    settings = Settings(
+        connections=args.connections,
+        duration=duration,
+        warmup=0.5 if args.quick else min(1.0, duration / 5),
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     if args.profile:
         return profile(settings, args.profile)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    results: dict[str, dict[str, Figures]] = {}
-    rss: dict[str, float] = {}
+    skipped = None
+    if args.no_reference:
+        skipped = "--no-reference"
+    elif "postgres" not in backends:
+        skipped = "it is PostgreSQL only: compare with --backend postgres or both"
+    else:
+        skipped = reference_missing()
+    if skipped:
+        print(f"reference: skipped: {skipped}", file=sys.stderr)
+    columns: list[Column] = []
     for backend in backends:
-        results[backend], rss[backend] = bench_backend(backend, settings)
-    print_table(results, rss, settings)
+        more, why = bench_backend(backend, settings, backend == "postgres" and not skipped)
+        columns += more
+        skipped = skipped or why
+    print_table(columns, settings, load, skipped)
     return 0
 
 

@@ -75,9 +75,7 @@ class LoadResult:
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         for log in self.connections:
-            for start, latency, status in zip(
-                log.starts, log.latencies, log.statuses, strict=True
-            ):
+            for start, latency, status in zip(log.starts, log.latencies, log.statuses, strict=True):
                 if start >= self.measure_start:
                     latencies.append(latency)
                     statuses[status] = statuses.get(status, 0) + 1

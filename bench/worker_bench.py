@@ -61,6 +61,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(ROOT))
 
+from planner import analyze  # noqa: E402
+
 from foreman_api.schemas import TaskStatus  # noqa: E402
 from foreman_api.storage.engine import create_engine  # noqa: E402
 from foreman_worker import ForemanClient, submit  # noqa: E402
@@ -261,24 +263,53 @@ class Api:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "FOREMAN_DATABASE_URL": self.database_url,
-               "PYTHONPATH": os.pathsep.join([str(ROOT), *_pythonpath()])}
+        env = {
+            **os.environ,
+            "FOREMAN_DATABASE_URL": self.database_url,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *_pythonpath()]),
+        }
         env.pop("FOREMAN_REDIS_URL", None)  # the key is unlimited: no rate-limit counters
         return env
 
     def start(self) -> None:
         api = str(BIN / "foreman-api")
-        subprocess.run([api, "migrate"], env=self.env, check=True, capture_output=True,
-                       timeout=120)
+        subprocess.run([api, "migrate"], env=self.env, check=True, capture_output=True, timeout=120)
         self.key = subprocess.run(
-            [api, "keys", "create", "--org", ORG, "--name", "worker", "--permissions", "*",
-             "--rate-limit", "unlimited", "--quiet"],
-            env=self.env, check=True, capture_output=True, text=True, timeout=60,
+            [
+                api,
+                "keys",
+                "create",
+                "--org",
+                ORG,
+                "--name",
+                "worker",
+                "--permissions",
+                "*",
+                "--rate-limit",
+                "unlimited",
+                "--quiet",
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         ).stdout.strip()
         self.process = spawn(
-            [api, "serve", "--host", HOST, "--port", str(self.port), "--workers", "1",
-             "--log-level", "warning"],
-            self.env, self.workdir / "api.log",
+            [
+                api,
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            self.env,
+            self.workdir / "api.log",
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -291,20 +322,8 @@ class Api:
         raise RuntimeError(f"the API did not start: {(self.workdir / 'api.log').read_text()}")
 
     def analyze(self) -> None:
-        """Give the planner statistics of the tables as they are now, as autovacuum would.
-
-        A table that was never analysed (this database is minutes old; autovacuum analyses
-        only after ``autovacuum_naptime``) has no statistics, and PostgreSQL may then read a
-        task by id through an index on ``org_id``: one organisation is every row here, so
-        each claim and completion would scan the whole backlog. A deployment that has run
-        for a minute has statistics; measure that.
-        """
-        engine = create_engine(self.database_url, pool_size=1)
-        try:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("ANALYZE")
-        finally:
-            engine.dispose()
+        """Give the planner statistics of the tables as they are now (see :mod:`planner`)."""
+        analyze(self.database_url)
 
 
 # --------------------------------------------------------------------------- cases
@@ -340,11 +359,19 @@ class Bench:
         self.conn.flushdb()
 
     def worker_env(self, api: Api | None = None, **extra: str) -> dict[str, str]:
-        env = {**os.environ, "BENCH_REDIS_URL": self.redis_url,
-               "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), *_pythonpath()]), **extra}
+        env = {
+            **os.environ,
+            "BENCH_REDIS_URL": self.redis_url,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), *_pythonpath()]),
+            **extra,
+        }
         if api is not None:
-            env.update(FOREMAN_API_URL=api.url, FOREMAN_API_KEY=api.key,
-                       FOREMAN_REDIS_URL=self.redis_url, FOREMAN_BENCH_CALLS="1")
+            env.update(
+                FOREMAN_API_URL=api.url,
+                FOREMAN_API_KEY=api.key,
+                FOREMAN_REDIS_URL=self.redis_url,
+                FOREMAN_BENCH_CALLS="1",
+            )
         return env
 
     def worker_calls(self) -> dict[str, float]:
@@ -363,8 +390,9 @@ class Bench:
             raise RuntimeError("the jobs left no timing stamps (did the workers run?)")
         return min(firsts), max(lasts)
 
-    def groups(self, workers: list[subprocess.Popen[bytes]],
-               api: Api | None) -> dict[str, Callable[[], list[int]]]:
+    def groups(
+        self, workers: list[subprocess.Popen[bytes]], api: Api | None
+    ) -> dict[str, Callable[[], list[int]]]:
         groups: dict[str, Callable[[], list[int]]] = {
             "workers": lambda: [w.pid for w in workers],
             "redis": lambda: [self.redis_pid],
@@ -389,15 +417,24 @@ class Bench:
             if code != 0:
                 raise RuntimeError(f"{what}: a worker exited with {code}; see {self.workdir}")
 
-    def result(self, name: str, processes: int, sampler: Sampler, start: float, end: float,
-               verified: str) -> CaseResult:
+    def result(
+        self, name: str, processes: int, sampler: Sampler, start: float, end: float, verified: str
+    ) -> CaseResult:
         cpu, window, machine = sampler.finish()
         rss: dict[str, list[float]] = {}
         for group, pids in sampler.members.items():
             rss[group] = [sampler.rss[p] for p in sorted(pids) if p in sampler.rss]
-        return CaseResult(name, processes, self.n, self.n / (end - start), end - start,
-                          {k: v / window if window else 0.0 for k, v in cpu.items()},
-                          machine / window if window else 0.0, rss, verified)
+        return CaseResult(
+            name,
+            processes,
+            self.n,
+            self.n / (end - start),
+            end - start,
+            {k: v / window if window else 0.0 for k, v in cpu.items()},
+            machine / window if window else 0.0,
+            rss,
+            verified,
+        )
 
     # ---- raw RQ --------------------------------------------------------------------------
 
@@ -406,16 +443,29 @@ class Bench:
         queue = Queue(QUEUE, connection=self.conn)
         batch = 500
         for first in range(0, self.n, batch):
-            queue.enqueue_many([
-                Queue.prepare_data("worker_bench_app.noop", result_ttl=0)
-                for _ in range(first, min(first + batch, self.n))
-            ])
+            queue.enqueue_many(
+                [
+                    Queue.prepare_data("worker_bench_app.noop", result_ttl=0)
+                    for _ in range(first, min(first + batch, self.n))
+                ]
+            )
         assert queue.count == self.n
         env = self.worker_env()
         workers = [
-            spawn([str(BIN / "rq"), "worker", "--burst", "-w", "rq.worker.SimpleWorker",
-                   "--url", self.redis_url, QUEUE],
-                  env, self.workdir / f"rq-{processes}-{i}.log")
+            spawn(
+                [
+                    str(BIN / "rq"),
+                    "worker",
+                    "--burst",
+                    "-w",
+                    "rq.worker.SimpleWorker",
+                    "--url",
+                    self.redis_url,
+                    QUEUE,
+                ],
+                env,
+                self.workdir / f"rq-{processes}-{i}.log",
+            )
             for i in range(processes)
         ]
         sampler = Sampler(self.conn, self.groups(workers, None))
@@ -442,28 +492,43 @@ class Bench:
             if run.completed_tasks + run.failed_tasks >= self.n or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        listed = client.list_tasks(run_id=run_id, status=TaskStatus.COMPLETED,
-                                   limit=1).unwrap().pagination.total
+        listed = (
+            client.list_tasks(run_id=run_id, status=TaskStatus.COMPLETED, limit=1)
+            .unwrap()
+            .pagination.total
+        )
         counters = (run.total_tasks, run.completed_tasks, run.failed_tasks)
         if counters != (self.n, self.n, 0) or listed != self.n:
-            raise RuntimeError(f"tasks lost or not completed: run (total, completed, failed) = "
-                               f"{counters}, tasks listed completed = {listed}, expected {self.n}")
+            raise RuntimeError(
+                f"tasks lost or not completed: run (total, completed, failed) = "
+                f"{counters}, tasks listed completed = {listed}, expected {self.n}"
+            )
         return f"{listed}/{self.n} completed, run counters ok"
 
     def foreman_worker_argv(self, burst: bool) -> list[str]:
         argv = [str(BIN / "foreman-worker"), "--app", APP, "--queue", QUEUE]
         return [*argv, "--burst"] if burst else argv
 
-    def foreman(self, api: Api, client: ForemanClient, processes: int, label: str,
-                timing: bool = False, spy: bool = False) -> CaseResult:
+    def foreman(
+        self,
+        api: Api,
+        client: ForemanClient,
+        processes: int,
+        label: str,
+        timing: bool = False,
+        spy: bool = False,
+    ) -> CaseResult:
         self.reset()
         run_id = str(client.create_run({"bench": label}).unwrap().id)
         self.submit_all(client, run_id)
         api.analyze()
         env = self.worker_env(api, FOREMAN_BENCH_TIMING="1" if timing else "0")
         workers = [
-            spawn(self.foreman_worker_argv(burst=True), env,
-                  self.workdir / f"fw-{label}-{processes}-{i}.log")
+            spawn(
+                self.foreman_worker_argv(burst=True),
+                env,
+                self.workdir / f"fw-{label}-{processes}-{i}.log",
+            )
             for i in range(processes)
         ]
         sampler = Sampler(self.conn, self.groups(workers, api))
@@ -484,15 +549,19 @@ class Bench:
             spy_output()
         return result
 
-    def foreman_concurrent(self, api: Api, client: ForemanClient, processes: int,
-                           label: str) -> CaseResult:
+    def foreman_concurrent(
+        self, api: Api, client: ForemanClient, processes: int, label: str
+    ) -> CaseResult:
         """Submit while non-burst workers consume; the window starts at the first submit."""
         self.reset()
         run_id = str(client.create_run({"bench": label}).unwrap().id)
         env = self.worker_env(api)
         workers = [
-            spawn(self.foreman_worker_argv(burst=False), env,
-                  self.workdir / f"fw-{label}-{processes}-{i}.log")
+            spawn(
+                self.foreman_worker_argv(burst=False),
+                env,
+                self.workdir / f"fw-{label}-{processes}-{i}.log",
+            )
             for i in range(processes)
         ]
         deadline = time.monotonic() + 30
@@ -529,16 +598,30 @@ class Bench:
         time.sleep(1.0)  # past the worker's start-up
         duration = max(1, min(4, int(self.n / 2 / REFERENCE_RQ)))
         proc = subprocess.Popen(
-            [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-             "--output", str(out), "--duration", str(duration), "--nonblocking", "--idle"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--duration",
+                str(duration),
+                "--nonblocking",
+                "--idle",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
 
         def report() -> None:
             output, _ = proc.communicate(timeout=60)
             if proc.returncode != 0 or not out.exists():
-                self.notes.append(f"py-spy failed ({proc.returncode}): "
-                                  f"{output.decode()[-800:]}")
+                self.notes.append(f"py-spy failed ({proc.returncode}): {output.decode()[-800:]}")
                 return
             self.notes.append(summarise_profile(out, duration))
 
@@ -566,10 +649,20 @@ def summarise_profile(path: Path, duration: int, top: int = 14) -> str:
             inclusive[frame] = inclusive.get(frame, 0) + count
     if not total:
         return "py-spy recorded no samples of the main thread"
-    out(f"\npy-spy on one Foreman worker, main thread, wall clock ({total} samples over "
-          f"{duration} s at 200 Hz, --idle: waiting on a socket counts)")
-    boring = ("<module>", "main (", "run_worker", "work (", "_run_module", "_run_code",
-              "console_entry", "execute_job (worker_bench_app")
+    out(
+        f"\npy-spy on one Foreman worker, main thread, wall clock ({total} samples over "
+        f"{duration} s at 200 Hz, --idle: waiting on a socket counts)"
+    )
+    boring = (
+        "<module>",
+        "main (",
+        "run_worker",
+        "work (",
+        "_run_module",
+        "_run_code",
+        "console_entry",
+        "execute_job (worker_bench_app",
+    )
     out(f"  top {top} by inclusive time:")
     shown = 0
     for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1]):
@@ -590,20 +683,26 @@ def summarise_profile(path: Path, duration: int, top: int = 14) -> str:
 
 def print_table(results: list[CaseResult], rq_rate: dict[int, float]) -> None:
     groups = ["workers", "api", "postgres", "redis", "bench"]
-    print(f"\n{'case':<30} {'procs':>5} {'tasks':>6} {'tasks/s':>8} {'÷RQ':>6} {'/proc':>7}  "
-          f"CPU cores over the window: {' '.join(f'{g:>8}' for g in groups)} {'machine':>8}"
-          f"   RSS MiB (worker; api)")
+    print(
+        f"\n{'case':<30} {'procs':>5} {'tasks':>6} {'tasks/s':>8} {'÷RQ':>6} {'/proc':>7}  "
+        f"CPU cores over the window: {' '.join(f'{g:>8}' for g in groups)} {'machine':>8}"
+        f"   RSS MiB (worker; api)"
+    )
     for r in results:
         ratio = r.rate / rq_rate[r.processes] if r.processes in rq_rate else float("nan")
         cpu = " ".join(f"{r.cpu[g]:8.2f}" if g in r.cpu else f"{'-':>8}" for g in groups)
         worker_rss = "/".join(f"{v:.0f}" for v in r.rss.get("workers", []))
         api_rss = "/".join(f"{v:.0f}" for v in r.rss.get("api", []))
         rss = worker_rss + (f"; {api_rss}" if api_rss else "")
-        print(f"{r.name:<30} {r.processes:>5} {r.tasks:>6} {r.rate:8.0f} {ratio:6.2f} "
-              f"{r.rate / r.processes:7.0f}  {'':27}{cpu} {r.machine:8.2f}   {rss}")
-    print("\n(÷RQ: Foreman tasks/s over raw RQ jobs/s with the same number of worker processes;"
-          " /proc: per worker process.\n CPU in cores = CPU seconds / window seconds; "
-          "'machine' is the whole machine's busy CPU, others' load included.)")
+        print(
+            f"{r.name:<30} {r.processes:>5} {r.tasks:>6} {r.rate:8.0f} {ratio:6.2f} "
+            f"{r.rate / r.processes:7.0f}  {'':27}{cpu} {r.machine:8.2f}   {rss}"
+        )
+    print(
+        "\n(÷RQ: Foreman tasks/s over raw RQ jobs/s with the same number of worker processes;"
+        " /proc: per worker process.\n CPU in cores = CPU seconds / window seconds; "
+        "'machine' is the whole machine's busy CPU, others' load included.)"
+    )
     for r in results:
         if r.cpu.get("workers") is not None and r.rate:
             per_task = {g: 1000 * v / r.rate for g, v in r.cpu.items()}
@@ -617,15 +716,25 @@ def print_table(results: list[CaseResult], rq_rate: dict[int, float]) -> None:
         print(f"  check, {r.name} x{r.processes}: {r.verified}")
 
 
-CALL_NAMES = {"claim": "claim", "complete": "complete", "heartbeat_task": "lease renewal",
-              "register_worker": "registration", "reconcile_tasks": "reconcile",
-              "delete_worker": "deregistration"}
+CALL_NAMES = {
+    "claim": "claim",
+    "complete": "complete",
+    "heartbeat_task": "lease renewal",
+    "register_worker": "registration",
+    "reconcile_tasks": "reconcile",
+    "delete_worker": "deregistration",
+}
 
 
-THREAD_NAMES = {"main thread": "main (jobs)", "foreman-lease": "lease keeper",
-                "foreman-heartbeat": "RQ heartbeat", "foreman-reconciler": "reconciler",
-                "foreman-reaper": "reaper", "foreman-presence": "registration",
-                "foreman-scheduler": "scheduler"}
+THREAD_NAMES = {
+    "main thread": "main (jobs)",
+    "foreman-lease": "lease keeper",
+    "foreman-heartbeat": "RQ heartbeat",
+    "foreman-reconciler": "reconciler",
+    "foreman-reaper": "reaper",
+    "foreman-presence": "registration",
+    "foreman-scheduler": "scheduler",
+}
 """Worker threads by name; unnamed ones (RQ's pubsub listener) are "other"."""
 
 
@@ -642,8 +751,11 @@ def format_calls(r: CaseResult) -> str:
             continue
         mean = 1000 * calls.get(f"{name}.s", 0.0) / count if count else 0.0
         label = CALL_NAMES.get(name, name)
-        parts.append(f"{label} {count / n:.3f}" + (f" ({mean:.1f} ms)" if mean else "")
-                     + (f" [{count:.0f}]" if 0 < count < n / 10 else ""))
+        parts.append(
+            f"{label} {count / n:.3f}"
+            + (f" ({mean:.1f} ms)" if mean else "")
+            + (f" [{count:.0f}]" if 0 < count < n / 10 else "")
+        )
     threads: dict[str, float] = {}
     for key, seconds in calls.items():
         if key.startswith("cpu:"):
@@ -652,8 +764,10 @@ def format_calls(r: CaseResult) -> str:
     known = list(THREAD_NAMES.values())
     ordered = sorted(threads.items(), key=lambda kv: [*known, kv[0]].index(kv[0]))
     cpu = ", ".join(f"{name} {1000 * v / n:.3f}" for name, v in ordered)
-    return (f"  worker API calls per task, {r.name} x{r.processes}: {', '.join(parts)}\n"
-            f"    worker threads' CPU ms per task (whole worker lives): {cpu}")
+    return (
+        f"  worker API calls per task, {r.name} x{r.processes}: {', '.join(parts)}\n"
+        f"    worker threads' CPU ms per task (whole worker lives): {cpu}"
+    )
 
 
 def format_timing(timing: list[dict[str, float]]) -> str:
@@ -664,12 +778,16 @@ def format_timing(timing: list[dict[str, float]]) -> str:
     lines: list[str] = []
     out = lines.append
     loop = t["loop_end"] - t["loop_start"]
-    ms = {k: 1000 * t.get(k, 0.0) / jobs for k in
-          ("claim", "handler", "complete", "runner", "execute_job", "between_jobs")}
+    ms = {
+        k: 1000 * t.get(k, 0.0) / jobs
+        for k in ("claim", "handler", "complete", "runner", "execute_job", "between_jobs")
+    }
     runner_other = ms["runner"] - ms["claim"] - ms["handler"] - ms["complete"]
     rq_job = ms["execute_job"] - ms["runner"]
-    out(f"\nPer-task time in one Foreman worker ({int(jobs)} jobs, measured in the worker; "
-          f"{1000 * loop / jobs:.2f} ms per task in all, {jobs / loop:.0f} tasks/s):")
+    out(
+        f"\nPer-task time in one Foreman worker ({int(jobs)} jobs, measured in the worker; "
+        f"{1000 * loop / jobs:.2f} ms per task in all, {jobs / loop:.0f} tasks/s):"
+    )
     rows = [
         ("claim round trip (PATCH running)", ms["claim"]),
         ("handler (no-op, incl. timeout wrapper)", ms["handler"]),
@@ -690,22 +808,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks/jobs per case")
     parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="postgres")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11",
-                        help="a Redis database of its own: it is flushed at start and end")
-    parser.add_argument("--no-concurrent", action="store_true",
-                        help="skip the submit-while-consuming case")
-    parser.add_argument("--no-profile", action="store_true",
-                        help="skip the timed + py-spy profile case")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/11",
+        help="a Redis database of its own: it is flushed at start and end",
+    )
+    parser.add_argument(
+        "--no-concurrent", action="store_true", help="skip the submit-while-consuming case"
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the timed + py-spy profile case"
+    )
     args = parser.parse_args(argv)
     if not args.redis_url.startswith(("redis://127.0.0.1", "redis://localhost")):
         parser.error("loopback Redis only")
 
-    print("$ " + " ".join([Path(sys.executable).relative_to(ROOT).as_posix()
-                           if Path(sys.executable).is_relative_to(ROOT) else sys.executable,
-                           "bench/worker_bench.py", *(argv if argv is not None else sys.argv[1:])]))
+    print(
+        "$ "
+        + " ".join(
+            [
+                Path(sys.executable).relative_to(ROOT).as_posix()
+                if Path(sys.executable).is_relative_to(ROOT)
+                else sys.executable,
+                "bench/worker_bench.py",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        )
+    )
     load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"{args.tasks} tasks per case; Redis {args.redis_url}")
+    print(
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"{args.tasks} tasks per case; Redis {args.redis_url}"
+    )
 
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -727,36 +861,44 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  raw RQ x{processes}: {result.rate:.0f} jobs/s", flush=True)
         backends = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
         for backend in backends:
-            database = (postgres_database() if backend == "postgres"
-                        else sqlite_database(workdir))
+            database = postgres_database() if backend == "postgres" else sqlite_database(workdir)
             with database as url:
                 api = Api(url, workdir)
                 api.start()
                 label = "PostgreSQL" if backend == "postgres" else "SQLite"
                 with ForemanClient(api.url, api.key) as client:
+
                     def record(result: CaseResult) -> None:
                         results.append(result)
-                        print(f"  {result.name} x{result.processes}: {result.rate:.0f} tasks/s",
-                              flush=True)
+                        print(
+                            f"  {result.name} x{result.processes}: {result.rate:.0f} tasks/s",
+                            flush=True,
+                        )
 
                     for processes in (1, 2):
                         record(bench.foreman(api, client, processes, label))
                     if not args.no_concurrent:
                         record(bench.foreman_concurrent(api, client, 2, f"{label}, concurrent"))
                     if not args.no_profile and backend == backends[0]:
-                        result = bench.foreman(api, client, 1, f"{label}, profiled",
-                                               timing=True, spy=True)
-                        bench.notes.insert(0, f"\n{result.name} x1 (per-phase timing and "
-                                              f"py-spy on; not in the table): "
-                                              f"{result.rate:.0f} tasks/s")
+                        result = bench.foreman(
+                            api, client, 1, f"{label}, profiled", timing=True, spy=True
+                        )
+                        bench.notes.insert(
+                            0,
+                            f"\n{result.name} x1 (per-phase timing and "
+                            f"py-spy on; not in the table): "
+                            f"{result.rate:.0f} tasks/s",
+                        )
                         bench.notes.insert(1, format_timing(bench.timing))
                 if api.process is not None:
                     stop(api.process)
         print_table(results, rq_rate)
         for note in bench.notes:
             print(note)
-        print(f"\nReference: raw RQ ≈ {REFERENCE_RQ:.0f} jobs/s per SimpleWorker process on a "
-              "2-core machine; target Foreman ÷ RQ ≥ 0.8 per worker process.")
+        print(
+            f"\nReference: raw RQ ≈ {REFERENCE_RQ:.0f} jobs/s per SimpleWorker process on a "
+            "2-core machine; target Foreman ÷ RQ ≥ 0.8 per worker process."
+        )
         return 0
     except BaseException:
         keep_logs = True
