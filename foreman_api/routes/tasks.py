@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
+from foreman_api.http.wire import RowEncoder
 from foreman_api.schemas import (
     Page,
-    Pagination,
     Permission,
     ReconcileRequest,
     Reconciliation,
@@ -30,6 +30,7 @@ from foreman_api.storage import tasks as storage
 from foreman_api.storage.rows import task_from_row
 
 endpoints = Endpoints(tags=["tasks"])
+TASK = RowEncoder(Task)
 
 WARNING_HEADER = "Foreman-Warning"
 _REPLAYED = {
@@ -77,7 +78,7 @@ async def create_task(call: Call) -> Reply:
         status=TaskStatus(body.status),
         idempotency_key=body.idempotency_key,
     )
-    response = reply(task_from_row(created.row), 200 if created.replayed else 201)
+    response = Reply(TASK.encode(created.row), 200 if created.replayed else 201)
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     if not created.served:
@@ -106,11 +107,7 @@ async def list_tasks(call: Call) -> Reply:
         sort_by=query.sort_by,
         sort_order=query.sort_order,
     )
-    page = Page[Task](
-        data=[task_from_row(row) for row in rows],
-        pagination=Pagination(total=total, limit=query.limit, offset=query.offset),
-    )
-    return reply(page)
+    return Reply(TASK.encode_page(rows, total=total, limit=query.limit, offset=query.offset))
 
 
 @endpoints.get(
@@ -122,9 +119,8 @@ async def list_tasks(call: Call) -> Reply:
 )
 async def get_task(call: Call) -> Reply:
     path: TaskPath = call.path
-    return reply(
-        task_from_row(await storage.get_task(call.db, org_id=call.org_id, task_id=path.task_id))
-    )
+    row = await storage.get_task(call.db, org_id=call.org_id, task_id=path.task_id)
+    return Reply(TASK.encode(row))
 
 
 @endpoints.patch(
@@ -170,7 +166,7 @@ async def update_task(call: Call) -> Reply:
         lease_seconds=body.lease_seconds,
         retry_delay=body.retry_delay,
     )
-    return reply(task_from_row(row))
+    return Reply(TASK.encode(row))
 
 
 @endpoints.post(
@@ -194,7 +190,7 @@ async def heartbeat(call: Call) -> Reply:
         job_id=body.queue_job_id,
         lease_seconds=body.lease_seconds,
     )
-    return reply(task_from_row(row))
+    return Reply(TASK.encode(row))
 
 
 @endpoints.post(
