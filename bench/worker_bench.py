@@ -16,6 +16,8 @@ dropped WITH (FORCE) at the end; or a temp SQLite file):
   its organisation's queues, and runs its reconciler, registration and lease threads; per
   task: claim with a lease → no-op handler → fenced complete);
 * **Foreman, concurrent**: N tasks submitted while 2 (non-burst) workers consume them;
+* **latency**: submit → handler start, 200 tasks submitted one at a time to one idle worker
+  (the handler notes its start time in Redis): p50, p99 and max;
 * **profile**: one Foreman worker with per-phase timing and ``py-spy`` (if installed) on it.
 
 Rates are N / (first job start → last job finish), from stamps the jobs themselves write
@@ -587,6 +589,36 @@ class Bench:
         result.calls = self.worker_calls()
         return result
 
+    def latency(self, api: Api, client: ForemanClient, count: int = 200) -> list[float]:
+        """Submit → handler start, in ms, one task at a time on an idle worker."""
+        self.reset()
+        run_id = str(client.create_run({"bench": "latency"}).unwrap().id)
+        worker = spawn(
+            self.foreman_worker_argv(burst=False),
+            self.worker_env(api),
+            self.workdir / "fw-latency.log",
+        )
+        deadline = time.monotonic() + 30
+        while self.conn.scard("rq:workers") < 1:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"the worker did not start; see {self.workdir}")
+            time.sleep(0.05)
+        time.sleep(1.0)  # past its registration and first reconcile
+        latencies = []
+        for _ in range(count):
+            submitted = time.time()
+            task = submit(run_id, "bench.stamp", client=client, queue=QUEUE, connection=self.conn)
+            deadline = time.monotonic() + 10
+            while (started := self.conn.hget("bench:started", str(task.id))) is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"task {task.id} did not start within 10 s")
+                time.sleep(0.0005)
+            latencies.append((float(started) - submitted) * 1000)
+            time.sleep(0.02)  # idle between tasks: the worker is waiting on its queue
+        worker.send_signal(signal.SIGTERM)
+        self.wait_exit([worker], "Foreman latency")
+        return latencies
+
     # ---- profiling -----------------------------------------------------------------------
 
     def py_spy(self, pid: int) -> Callable[[], None] | None:
@@ -698,6 +730,16 @@ def print_table(results: list[CaseResult], rq_rate: dict[int, float]) -> None:
             f"{r.name:<30} {r.processes:>5} {r.tasks:>6} {r.rate:8.0f} {ratio:6.2f} "
             f"{r.rate / r.processes:7.0f}  {'':27}{cpu} {r.machine:8.2f}   {rss}"
         )
+    by_name: dict[str, dict[int, float]] = {}
+    for r in results:
+        by_name.setdefault(r.name, {})[r.processes] = r.rate
+    scaling = [
+        f"{name} {rates[2] / rates[1]:.2f}x"
+        for name, rates in by_name.items()
+        if 1 in rates and 2 in rates
+    ]
+    if scaling:
+        print("\nA second worker process (x2 ÷ x1 tasks/s): " + ", ".join(scaling))
     print(
         "\n(÷RQ: Foreman tasks/s over raw RQ jobs/s with the same number of worker processes;"
         " /proc: per worker process.\n CPU in cores = CPU seconds / window seconds; "
@@ -879,6 +921,16 @@ def main(argv: list[str] | None = None) -> int:
                         record(bench.foreman(api, client, processes, label))
                     if not args.no_concurrent:
                         record(bench.foreman_concurrent(api, client, 2, f"{label}, concurrent"))
+                    if backend == backends[0]:
+                        lat = sorted(bench.latency(api, client))
+                        bench.notes.insert(
+                            0,
+                            (
+                                f"\nSubmit → handler start, {label}, one worker, idle, "
+                                f"{len(lat)} tasks one at a time: p50 {lat[len(lat) // 2]:.1f} ms, "
+                                f"p99 {lat[int(len(lat) * 0.99) - 1]:.1f} ms, max {lat[-1]:.1f} ms"
+                            ),
+                        )
                     if not args.no_profile and backend == backends[0]:
                         result = bench.foreman(
                             api, client, 1, f"{label}, profiled", timing=True, spy=True

@@ -76,6 +76,14 @@ def foreman_noop(ctx: TaskContext) -> None:
     _mark()
 
 
+@task("bench.stamp", queue=QUEUE)
+def foreman_stamp(ctx: TaskContext) -> None:
+    """The latency case's handler: notes when it started, by task id."""
+    conn = _redis()
+    conn.hset("bench:started", ctx.task_id, time.time())
+    conn.close()
+
+
 # ---- optional per-phase timing of a Foreman worker ------------------------------------
 
 _timing: dict[str, float] = {}
