@@ -27,6 +27,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from foreman_api.domain.run_data_query import MAX_LIMIT, TagMode
+from foreman_api.domain.run_data_query import SortBy as DataSortBy
+from foreman_api.domain.run_data_query import SortOrder as DataSortOrder
+
 MAX_JSON_DEPTH = 64
 
 
@@ -382,6 +386,14 @@ class PageQuery(BaseModel):
     sort_order: SortOrder = Field(default="desc", alias="sortOrder")
 
 
+class RunListQuery(PageQuery):
+    status: RunStatus | None = None
+
+
+class RunPath(BaseModel):
+    run_id: uuid.UUID = Field(alias="runId")
+
+
 class TaskListQuery(PageQuery):
     run_id: uuid.UUID | None = Field(default=None, alias="runId")
     parent_task_id: uuid.UUID | None = Field(default=None, alias="parentTaskId")
@@ -391,6 +403,59 @@ class TaskListQuery(PageQuery):
 
 class TaskPath(BaseModel):
     task_id: uuid.UUID = Field(alias="taskId")
+
+
+class WorkerPath(BaseModel):
+    worker_id: str = Field(alias="workerId", min_length=1, max_length=255)
+
+
+class RunDataPath(BaseModel):
+    run_id: uuid.UUID = Field(alias="runId", description="The run's id")
+
+
+class RunDataEntryPath(RunDataPath):
+    entry_id: uuid.UUID = Field(alias="id", description="The entry's id")
+
+
+LIST_HELP = "A list: comma-separated, or repeat the parameter"
+
+
+class RunDataListQuery(BaseModel):
+    """``GET /runs/{runId}/data``: the filters (:mod:`foreman_api.domain.run_data_query`
+    validates and normalises them), a page and its order. A list parameter may be
+    repeated; its values are also split at commas."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str | None = Field(default=None, description="One exact key (commas are literal)")
+    keys: list[str] | None = Field(default=None, description=LIST_HELP)
+    key_starts_with: list[str] | None = Field(
+        default=None, alias="keyStartsWith", description=LIST_HELP
+    )
+    key_pattern: list[str] | None = Field(
+        default=None,
+        alias="keyPattern",
+        description=f"Globs (* any run, ? one character). {LIST_HELP}",
+    )
+    tags: list[str] | None = Field(default=None, description=LIST_HELP)
+    tag_starts_with: list[str] | None = Field(
+        default=None, alias="tagStartsWith", description=LIST_HELP
+    )
+    tag_mode: TagMode = Field(default=TagMode.ANY, alias="tagMode")
+    include_all: bool = Field(default=False, alias="includeAll")
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description="Page size, 1 to 1000.")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")
+    sort_by: DataSortBy = Field(default=DataSortBy.CREATED_AT, alias="sortBy")
+    sort_order: DataSortOrder = Field(default=DataSortOrder.DESC, alias="sortOrder")
+
+
+class RunDataDeleteQuery(BaseModel):
+    """``DELETE /runs/{runId}/data``: exactly one of ``key`` and ``id``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str | None = Field(default=None, description="Delete every entry of this key")
+    entry_id: uuid.UUID | None = Field(default=None, alias="id", description="Delete one entry")
 
 
 class Page(_Response, Generic[Item]):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg.transaction
 import httpx
 import psycopg
 import pytest
@@ -30,7 +31,7 @@ from foreman_api.errors import DatabaseOutcomeUnknown, DatabaseUnavailable
 from foreman_api.outages import database_outage
 from foreman_api.settings import Settings
 from foreman_api.storage import tables
-from foreman_api.storage.engine import WRITE_OPTION, create_engine
+from foreman_api.storage.engine import create_engine
 from foreman_api.storage.migrate import upgrade
 from foreman_worker import shutdown
 from foreman_worker.client import AsyncForemanClient, ForemanClient, RetryPolicy
@@ -212,19 +213,24 @@ def test_postgres_outage_is_503_and_the_api_recovers(relayed_api: RelayedApi) ->
     assert api.runs() == before + 1
 
 
-def test_connection_lost_during_commit_is_504_outcome_unknown(relayed_api: RelayedApi) -> None:
+def test_connection_lost_during_commit_is_504_outcome_unknown(
+    relayed_api: RelayedApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = relayed_api
     assert api.client.get("/api/v1/runs", headers=api.headers).status_code == 200  # warm up
 
-    def cut_before_commit(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get(WRITE_OPTION):
-            api.relay.cut()
+    # /runs is served on the request path's asyncpg pool: drop the connection of a write
+    # transaction as it commits (that connection alone, as when the pool had only it).
+    commit = asyncpg.transaction.Transaction.commit
 
-    sa.event.listen(api.engine, "commit", cut_before_commit)
-    try:
+    async def cut_before_commit(transaction: asyncpg.transaction.Transaction) -> None:
+        if not transaction._readonly:
+            transaction._connection.terminate()
+        await commit(transaction)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(asyncpg.transaction.Transaction, "commit", cut_before_commit)
         lost = api.client.post("/api/v1/runs", json={"inputData": {}}, headers=api.headers)
-    finally:
-        sa.event.remove(api.engine, "commit", cut_before_commit)
     assert_unavailable(lost, "database_outcome_unknown")
     api.relay.restore()
     assert api.client.post("/api/v1/runs", json={"inputData": {}}, headers=api.headers).is_success

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from foreman_api.db import Database, open_database
 from foreman_api.domain.run_data_query import (
     InvalidFilter,
     build_query,
     glob_to_like,
     next_string,
 )
+from foreman_api.routes.run_data import ENTRY
+from foreman_api.schemas import RunData
 from foreman_api.storage import run_data as storage
 from foreman_api.storage.tables import run_data, run_data_tags
 from tests.conftest import Api
+from tests.test_wire import as_model, instants, json_values
 
 BASE = "/api/v1"
 
@@ -536,47 +545,137 @@ def test_permissions(api: Api) -> None:
 # ---- concurrency ------------------------------------------------------------------------
 
 
-def test_concurrent_writers_keep_one_latest_per_key(api: Api) -> None:
-    run_id = make_run(api)
+def run_threads(api: Api, work: Callable[[Database, int], Awaitable[None]], count: int) -> None:
+    """``work(db, n)`` in ``count`` threads at once, each on a Database of its own (as
+    separate processes would be: on SQLite they contend for the file's write lock)."""
     errors: list[BaseException] = []
 
-    def writer(worker: int) -> None:
+    async def run(n: int) -> None:
+        db = await open_database(api.settings.database_url)
         try:
-            for i in range(15):
-                storage.create_entry(
-                    api.engine,
-                    org_id="org-a",
-                    run_id=uuid.UUID(run_id),
-                    key=f"k{i % 3}",
-                    value=[worker, i],
-                    task_id=None,
-                    tags=["t"],
-                    metadata=None,
-                )
+            await work(db, n)
+        finally:
+            await db.close()
+
+    def thread(n: int) -> None:
+        try:
+            asyncio.run(run(n))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    threads = [threading.Thread(target=thread, args=(n,)) for n in range(count)]
+    for started in threads:
+        started.start()
+    for started in threads:
+        started.join()
+    assert not errors, errors
+
+
+def assert_latest_is_newest(api: Api, run_id: str) -> None:
+    """Exactly one entry of each key is flagged latest, and it is the key's highest seq."""
     flags = latest_flags(api, run_id)
-    assert sorted(flags) == ["k0", "k1", "k2"]
     assert all(len(latest) == 1 for latest in flags.values()), flags
     with api.engine.connect() as conn:
+        of_run = run_data.c.run_id == uuid.UUID(run_id)
         newest = dict(
             conn.execute(
-                sa.select(run_data.c.key, sa.func.max(run_data.c.seq)).group_by(run_data.c.key)
+                sa.select(run_data.c.key, sa.func.max(run_data.c.seq))
+                .where(of_run)
+                .group_by(run_data.c.key)
             ).all()
         )
         flagged = dict(
             conn.execute(
-                sa.select(run_data.c.key, run_data.c.seq).where(run_data.c.is_latest == sa.true())
+                sa.select(run_data.c.key, run_data.c.seq).where(
+                    of_run, run_data.c.is_latest == sa.true()
+                )
             ).all()
         )
     assert newest == flagged
+
+
+def test_concurrent_writers_keep_one_latest_per_key(api: Api) -> None:
+    run_id = make_run(api)
+
+    async def writer(db: Database, worker: int) -> None:
+        for i in range(15):
+            await storage.create_entry(
+                db,
+                org_id="org-a",
+                run_id=uuid.UUID(run_id),
+                key=f"k{i % 3}",
+                value=[worker, i],
+                task_id=None,
+                tags=["t"],
+                metadata=None,
+            )
+
+    run_threads(api, writer, 8)
+    assert sorted(latest_flags(api, run_id)) == ["k0", "k1", "k2"]
+    assert_latest_is_newest(api, run_id)
+
+
+def test_concurrent_writers_and_deleters_of_one_key(api: Api, auth: dict[str, str]) -> None:
+    """Writers of one key, each with several writes in flight, beside deleters of its
+    newest entries (which promote the next newest): the latest stays exact."""
+    run_id = make_run(api)
+    written: list[uuid.UUID] = []
+
+    async def write(db: Database, worker: int, i: int) -> None:
+        row = await storage.create_entry(
+            db,
+            org_id="org-a",
+            run_id=uuid.UUID(run_id),
+            key="hot",
+            value=[worker, i],
+            task_id=None,
+            tags=[f"w{worker}"],
+            metadata=None,
+        )
+        written.append(row["id"])
+
+    async def work(db: Database, worker: int) -> None:
+        if worker < 6:
+            for i in range(0, 12, 3):
+                await asyncio.gather(*(write(db, worker, i + j) for j in range(3)))
+            return
+        for _ in range(10):  # delete whatever entry is newest at the moment
+            if written:
+                await storage.delete_by_id(
+                    db, org_id="org-a", run_id=uuid.UUID(run_id), entry_id=written[-1]
+                )
+            await asyncio.sleep(0.001)
+
+    run_threads(api, work, 8)
+    assert_latest_is_newest(api, run_id)
+    remaining = get(api, auth, run_id, {"key": "hot", "includeAll": True, "limit": 1000})
+    latest = get(api, auth, run_id, {"key": "hot"})
+    assert latest["data"] == remaining["data"][:1]
+    assert latest["pagination"]["total"] == 1
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_entry_rows_encode_as_the_run_data_model(data: st.DataObject) -> None:
+    """Entries are written straight from rows: exactly the JSON of the RunData model."""
+    row = {
+        "seq": data.draw(st.integers(1, 2**40)),  # columns no response shows
+        "total": 7,
+        "id": uuid.uuid4(),
+        "run_id": uuid.uuid4(),
+        "task_id": data.draw(st.none() | st.uuids()),
+        "org_id": data.draw(st.text(min_size=1, max_size=8)),
+        "key": data.draw(st.text(min_size=1, max_size=8)),
+        "value": data.draw(json_values),
+        "tags": data.draw(st.lists(st.text(min_size=1, max_size=8), max_size=4)),
+        "metadata": data.draw(st.none() | st.dictionaries(st.text(), json_values, max_size=3)),
+        "created_at": data.draw(instants),
+        "updated_at": data.draw(instants),
+    }
+    assert json.loads(ENTRY.encode(row)) == as_model(RunData, row)
 
 
 # ---- the pure query parser --------------------------------------------------------------

@@ -10,7 +10,9 @@ connection lost during COMMIT is :class:`Unreachable` with ``outcome_unknown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -31,6 +33,15 @@ ACQUIRE_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def _decode_json(text: str) -> Any:
+    # orjson reads an integer beyond 64 bits as a float; the standard library keeps it exact
+    # (19 digits: -9999999999999999999 is one already).
+    return json.loads(text) if _LONG_NUMBER.search(text) else orjson.loads(text)
+
+
 def _encode_json(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
@@ -38,10 +49,19 @@ def _encode_json(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
 
 
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Return a connection to the pool as it is (after asyncpg rolls back any transaction).
+
+    asyncpg's default reset runs ``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``
+    and ``CLOSE ALL``: one more round trip per request, for session state this code never
+    creates (no SET, no LISTEN, only transaction-scoped advisory locks, no cursors).
+    """
+
+
 async def _setup(connection: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await connection.set_type_codec(
-            name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads
+            name, schema="pg_catalog", encoder=_encode_json, decoder=_decode_json
         )
 
 
@@ -155,6 +175,7 @@ class PostgresDatabase(_Statements):
                     min_size=0,
                     max_size=self._pool_size,
                     init=_setup,
+                    reset=_keep_session,
                     max_inactive_connection_lifetime=60.0,
                 )
 
@@ -197,6 +218,9 @@ class PostgresDatabase(_Statements):
             self._pool = None
 
     def terminate(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # When the pool's event loop is already closed (a test client's, between
+            # requests), aborting raises; its sockets then close when collected.
+            with contextlib.suppress(RuntimeError):
+                pool.terminate()

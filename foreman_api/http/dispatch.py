@@ -14,8 +14,11 @@ The :class:`~foreman_api.db.Database` is opened on the first request of each eve
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -157,9 +160,7 @@ class FastPath:
             if endpoint.path_model is not None:
                 call.path = _validate(endpoint.path_model, params)
             if endpoint.query_model is not None:
-                query = dict(
-                    parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-                )
+                query = _query(endpoint.query_model, scope["query_string"])
                 call.query = _validate(endpoint.query_model, query)
             if endpoint.body_model is not None:
                 body = await self._read_body(headers, receive)
@@ -202,6 +203,40 @@ class FastPath:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _query(model: type[BaseModel], query_string: bytes) -> dict[str, Any]:
+    """The query string as a dict, as FastAPI reads it: a repeated parameter's last value,
+    or all its values (a list) for a field of ``model`` that takes a list."""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    lists = _list_fields(model)
+    if not lists:
+        return dict(pairs)
+    query: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in lists:
+            query.setdefault(name, []).append(value)
+        else:
+            query[name] = value
+    return query
+
+
+@functools.cache
+def _list_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The query names (aliases) of the fields of ``model`` that take a list."""
+    return frozenset(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if _takes_list(field.annotation)
+    )
+
+
+def _takes_list(annotation: Any) -> bool:
+    """``list[...]``, also inside a union (``list[str] | None``)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_list(arg) for arg in typing.get_args(annotation))
+    return origin is list
 
 
 def _validate(model: type[BaseModel], data: Any) -> BaseModel:

@@ -50,8 +50,11 @@ def _stand_in(endpoint: Endpoint) -> Callable[..., Any]:
                 inspect.Parameter(
                     name,
                     inspect.Parameter.KEYWORD_ONLY,
+                    # The field's constraints (lengths, patterns) belong in the document too.
                     annotation=Annotated[
-                        field.annotation, Path(alias=field.alias, description=field.description)
+                        field.annotation,
+                        *field.metadata,
+                        Path(alias=field.alias, description=field.description),
                     ],
                 )
             )

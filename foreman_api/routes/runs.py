@@ -1,96 +1,82 @@
 """``/runs``: create, read, update and list runs.
 
-Routes parse and respond; :mod:`foreman_api.domain.states` holds the status machine and
-:mod:`foreman_api.storage.runs` the SQL. Responses are serialised once, straight from the
-wire model (``response_model`` documents them in OpenAPI without a second validation pass).
+Handlers parse and respond; :mod:`foreman_api.domain.states` holds the status machine and
+:mod:`foreman_api.storage.runs` the SQL. Served by :mod:`foreman_api.http`.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import Response
-from pydantic import BaseModel
-
-from foreman_api.deps import CanCreateRuns, CanReadRuns, CanUpdateRuns, Engine
+from foreman_api.http.call import Call, Reply
+from foreman_api.http.endpoints import Endpoints
+from foreman_api.http.wire import RowEncoder
 from foreman_api.schemas import (
-    MAX_OFFSET,
     Page,
-    Pagination,
+    Permission,
     Run,
     RunCreate,
-    RunStatus,
+    RunListQuery,
+    RunPath,
     RunUpdate,
-    SortOrder,
-    TimeSort,
 )
 from foreman_api.storage import runs as storage
-from foreman_api.storage.rows import run_from_row
 
-router = APIRouter(tags=["runs"])
-
-Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000.")]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")]
-RunId = Annotated[uuid.UUID, Path(alias="runId")]
-SortBy = Annotated[TimeSort, Query(alias="sortBy")]
-Order = Annotated[SortOrder, Query(alias="sortOrder")]
+endpoints = Endpoints(tags=["runs"])
+RUN = RowEncoder(Run)
 
 
-def json_response(model: BaseModel, status_code: int = 200) -> Response:
-    """Serialise a wire model (camelCase, ISO timestamps) once, without re-validation."""
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
-
-
-def patch_changes(body: BaseModel) -> dict[str, Any]:
-    """The fields a PATCH body actually carried (explicit ``null`` clears), minus status."""
-    return {name: getattr(body, name) for name in body.model_fields_set if name != "status"}
-
-
-@router.post("/runs", status_code=201, response_model=Run, summary="Create a run")
-def create_run(body: RunCreate, caller: CanCreateRuns, engine: Engine) -> Response:
+@endpoints.post(
+    "/runs",
+    Permission.RUNS_CREATE,
+    body=RunCreate,
+    response=Run,
+    status=201,
+    summary="Create a run",
+)
+async def create_run(call: Call) -> Reply:
     """A new run in status ``pending`` with its counters at zero."""
-    row = storage.create_run(
-        engine, org_id=caller.org_id, input_data=body.input_data, metadata=body.metadata
+    body: RunCreate = call.body
+    row = await storage.create_run(
+        call.db, org_id=call.org_id, input_data=body.input_data, metadata=body.metadata
     )
-    return json_response(run_from_row(row), 201)
+    return Reply(RUN.encode(row), 201)
 
 
-@router.get("/runs", response_model=Page[Run], summary="List runs")
-def list_runs(
-    caller: CanReadRuns,
-    engine: Engine,
-    status: RunStatus | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-    sort_by: SortBy = "createdAt",
-    sort_order: Order = "desc",
-) -> Response:
+@endpoints.get(
+    "/runs", Permission.RUNS_READ, query=RunListQuery, response=Page[Run], summary="List runs"
+)
+async def list_runs(call: Call) -> Reply:
     """The caller's runs, newest first by default; ties are broken by id for stable pages."""
-    rows, total = storage.list_runs(
-        engine,
-        org_id=caller.org_id,
-        status=status,
-        limit=limit,
-        offset=offset,
-        sort_by=sort_by,
-        sort_order=sort_order,
+    query: RunListQuery = call.query
+    rows, total = await storage.list_runs(
+        call.db,
+        org_id=call.org_id,
+        status=query.status,
+        limit=query.limit,
+        offset=query.offset,
+        sort_by=query.sort_by,
+        sort_order=query.sort_order,
     )
-    page = Page[Run](
-        data=[run_from_row(row) for row in rows],
-        pagination=Pagination(total=total, limit=limit, offset=offset),
-    )
-    return json_response(page)
+    return Reply(RUN.encode_page(rows, total=total, limit=query.limit, offset=query.offset))
 
 
-@router.get("/runs/{runId}", response_model=Run, summary="Get a run")
-def get_run(run_id: RunId, caller: CanReadRuns, engine: Engine) -> Response:
-    return json_response(run_from_row(storage.get_run(engine, org_id=caller.org_id, run_id=run_id)))
+@endpoints.get(
+    "/runs/{runId}", Permission.RUNS_READ, path_model=RunPath, response=Run, summary="Get a run"
+)
+async def get_run(call: Call) -> Reply:
+    path: RunPath = call.path
+    row = await storage.get_run(call.db, org_id=call.org_id, run_id=path.run_id)
+    return Reply(RUN.encode(row))
 
 
-@router.patch("/runs/{runId}", response_model=Run, summary="Update a run")
-def update_run(run_id: RunId, body: RunUpdate, caller: CanUpdateRuns, engine: Engine) -> Response:
+@endpoints.patch(
+    "/runs/{runId}",
+    Permission.RUNS_UPDATE,
+    path_model=RunPath,
+    body=RunUpdate,
+    response=Run,
+    summary="Update a run",
+)
+async def update_run(call: Call) -> Reply:
     """Set output, error, metadata and/or move the status.
 
     ``pending → running | cancelled``, ``running → completed | failed | cancelled``; a run
@@ -99,11 +85,14 @@ def update_run(run_id: RunId, body: RunUpdate, caller: CanUpdateRuns, engine: En
     status (``200``, timestamps unchanged), so a retried request is harmless. Cancelling
     cancels the run's unfinished tasks in the same transaction.
     """
-    row = storage.update_run(
-        engine,
-        org_id=caller.org_id,
-        run_id=run_id,
+    path: RunPath = call.path
+    body: RunUpdate = call.body
+    row = await storage.update_run(
+        call.db,
+        org_id=call.org_id,
+        run_id=path.run_id,
         status=body.status,
-        changes=patch_changes(body),
+        # The fields the body carried (an explicit null clears), minus the status.
+        changes={name: getattr(body, name) for name in body.model_fields_set if name != "status"},
     )
-    return json_response(run_from_row(row))
+    return Reply(RUN.encode(row))

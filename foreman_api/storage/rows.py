@@ -8,12 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from foreman_api.schemas import Run, SortOrder, Task, TimeSort
+from foreman_api.schemas import SortOrder, Task, TimeSort
 from foreman_api.storage.types import TIMESTAMP_TYPE
-
-
-def run_from_row(row: Mapping[Any, Any]) -> Run:
-    return Run.model_validate(dict(row))
 
 
 def task_from_row(row: Mapping[Any, Any]) -> Task:

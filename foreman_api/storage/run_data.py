@@ -1,14 +1,19 @@
 """SQL for run data: entries of a run's key-value store, their tags, and the filters.
 
 ``run_data.seq`` is insertion order; "latest" means highest ``seq``. ``is_latest`` marks
-exactly one entry per (run, key), kept in the write transaction: an insert clears the
-previous latest of its key, deleting the latest promotes the newest remaining entry. On
+exactly one entry per (run, key), its newest, kept in the write transaction: an insert
+clears the flag of the key's newest entry (found by its seq, one index step, however many
+entries the key has), deleting the latest promotes the newest remaining entry. On
 PostgreSQL a transaction-scoped advisory lock on (run, key) serialises writers of one key
 (without it two concurrent first inserts of a key would both be latest); SQLite's
 ``BEGIN IMMEDIATE`` already serialises every writer.
 
 ``run_data_tags`` holds one row per (entry, tag) and is the tag index; the entry's ``tags``
 JSON column is what responses carry.
+
+Everything runs on the request path's :class:`~foreman_api.db.Database`; every statement
+is built once per shape (module constants, ``lru_cache``'d builders) with bound
+parameters, so a request compiles nothing. Rows are dicts of the entry's columns.
 
 Errors: :class:`RunNotFound`, :class:`EntryNotFound`, :class:`TaskNotInRun` (all
 :class:`RunDataError`); the routes translate them into HTTP errors.
@@ -19,8 +24,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from functools import cache, lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,15 +33,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from foreman_api.clock import utcnow
+from foreman_api.db import Database, Session
+from foreman_api.db.base import Row
 from foreman_api.domain.run_data_query import (
     LIKE_ESCAPE,
+    LikePattern,
     RunDataQuery,
     SortBy,
     SortOrder,
     TagMode,
     TextRange,
 )
-from foreman_api.storage.engine import single_read, write_transaction
 from foreman_api.storage.tables import run_data, run_data_tags, runs, tasks
 
 RD = run_data
@@ -63,38 +70,18 @@ class TaskNotInRun(RunDataError):
 
 
 @dataclass(frozen=True, slots=True)
-class RunDataRecord:
-    id: uuid.UUID
-    run_id: uuid.UUID
-    task_id: uuid.UUID | None
-    org_id: str
-    key: str
-    value: Any
-    tags: list[str]
-    metadata: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class RecordPage:
-    records: list[RunDataRecord]
+    rows: list[Row]
+    """The entries, as dicts of their columns."""
     total: int
 
 
-def _record(row: sa.RowMapping) -> RunDataRecord:
-    return RunDataRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        task_id=row["task_id"],
-        org_id=row["org_id"],
-        key=row["key"],
-        value=row["value"],
-        tags=list(row["tags"]),
-        metadata=row["metadata"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+def _param(name: str, column: sa.ColumnElement[Any]) -> sa.BindParameter[Any]:
+    """A parameter compared with (or stored in) ``column``: bound as its type."""
+    return sa.bindparam(name, type_=column.type)
+
+
+_RUN_ID = _param("p_run_id", RD.c.run_id)
 
 
 # ---- locks and checks -------------------------------------------------------------------
@@ -106,25 +93,63 @@ def _key_lock_id(run_id: uuid.UUID, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _lock_key(conn: sa.Connection, run_id: uuid.UUID, key: str) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_key_lock_id(run_id, key))))
+_RUN_ORG = (
+    sa.select(runs.c.org_id).where(runs.c.id == _param("p_run_id", runs.c.id)).scalar_subquery()
+)
+"""The organisation of run ``p_run_id`` (NULL when there is no such run)."""
 
 
-def _run_org(run_id: uuid.UUID) -> sa.ScalarSelect[Any]:
-    return sa.select(runs.c.org_id).where(runs.c.id == run_id).scalar_subquery()
+@cache
+def _checks(*, task: bool, lock: bool) -> sa.Select[Any]:
+    """One round trip before a write: the run's organisation (``org_id``); with ``task``,
+    whether task ``p_task_id`` is of the run (``task_found``); with ``lock`` (PostgreSQL),
+    the advisory lock ``p_lock`` of the key, held until the transaction ends.
+
+    Taken even when a check fails, the lock only delays other writers of the same (run,
+    key) until this transaction ends.
+    """
+    checks: list[Any] = [_RUN_ORG.label("org_id")]
+    if task:
+        found = (
+            sa.select(sa.func.count())
+            .where(tasks.c.id == _param("p_task_id", tasks.c.id), tasks.c.run_id == _RUN_ID)
+            .scalar_subquery()
+        )
+        checks.append(found.label("task_found"))
+    if lock:
+        lock_id = sa.bindparam("p_lock", type_=sa.BigInteger)
+        checks.append(sa.func.pg_advisory_xact_lock(lock_id).label("locked"))
+    return sa.select(*checks)
 
 
-def _require_run(conn: sa.Connection, *, org_id: str, run_id: uuid.UUID) -> None:
-    if conn.execute(sa.select(_run_org(run_id))).scalar() != org_id:
+async def _check_and_lock(
+    tx: Session,
+    *,
+    org_id: str,
+    run_id: uuid.UUID,
+    key: str | None,
+    task_id: uuid.UUID | None = None,
+) -> None:
+    """Raise RunNotFound (TaskNotInRun) unless the run is ``org_id``'s (and has the task);
+    on PostgreSQL, with a ``key``, take the key's lock in the same round trip."""
+    lock = key is not None and tx.dialect == "postgresql"
+    params: dict[str, Any] = {"p_run_id": run_id}
+    if task_id is not None:
+        params["p_task_id"] = task_id
+    if lock and key is not None:
+        params["p_lock"] = _key_lock_id(run_id, key)
+    found = await tx.one(_checks(task=task_id is not None, lock=lock), params)
+    if found is None or found["org_id"] != org_id:
         raise RunNotFound(run_id)
+    if task_id is not None and not found["task_found"]:
+        raise TaskNotInRun(task_id)
 
 
 # ---- writes -----------------------------------------------------------------------------
 
 
-def create_entry(
-    engine: sa.Engine,
+async def create_entry(
+    db: Database,
     *,
     org_id: str,
     run_id: uuid.UUID,
@@ -133,7 +158,7 @@ def create_entry(
     task_id: uuid.UUID | None,
     tags: list[str],
     metadata: dict[str, Any] | None,
-) -> RunDataRecord:
+) -> Row:
     """Insert an entry as the latest of its key. Tags are deduplicated, order kept."""
     tags = list(dict.fromkeys(tags))
     now = utcnow()
@@ -146,57 +171,46 @@ def create_entry(
         "value": value,
         "tags": tags,
         "metadata": metadata,
-        "is_latest": True,
         "created_at": now,
         "updated_at": now,
     }
-    with write_transaction(engine) as conn:
-        postgres = conn.dialect.name == "postgresql"
-        checks: list[Any] = [_run_org(run_id)]
-        if task_id is not None:
-            checks.append(
-                sa.select(sa.func.count())
-                .where(tasks.c.id == task_id, tasks.c.run_id == run_id)
-                .scalar_subquery()
-            )
-        if postgres:
-            # The key's lock rides along with the checks: one round trip. Taken even when a
-            # check fails, it only delays other writers of the same (run, key) until this
-            # transaction ends.
-            checks.append(sa.func.pg_advisory_xact_lock(_key_lock_id(run_id, key)))
-        found = conn.execute(sa.select(*checks)).one()
-        if found[0] != org_id:
-            raise RunNotFound(run_id)
-        if task_id is not None and not found[1]:
-            raise TaskNotInRun(task_id)
-        if postgres:
-            row = conn.execute(_INSERT_LATEST, {**entry, "tag_list": tags}).mappings().one()
+    async with db.transaction(write=True) as tx:
+        await _check_and_lock(tx, org_id=org_id, run_id=run_id, key=key, task_id=task_id)
+        if tx.dialect == "postgresql":
+            row = await tx.one(_INSERT_LATEST, {**entry, "tag_list": tags})
         else:
-            conn.execute(_clear_latest(run_id, key))
-            row = conn.execute(RD.insert().values(entry).returning(*_RETURNED)).mappings().one()
-            if tags:
-                conn.execute(
-                    TAGS.insert(),
-                    [{"run_data_seq": row["seq"], "tag": tag, "run_id": run_id} for tag in tags],
-                )
-    return _record(row)
+            await tx.run(_CLEAR_LATEST, {"p_run_id": run_id, "p_key": key})
+            row = await tx.one(_INSERT, {**entry, "is_latest": True})
+            if row is not None and tags:
+                await _add_tags(tx, seq=row["seq"], run_id=run_id, tags=tags)
+    if row is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return row
 
 
-def _clear_latest(run_id: uuid.UUID, key: str) -> sa.Update:
-    """Unmark the current latest entry of (run, key)."""
-    return (
-        RD.update()
-        .where(RD.c.run_id == run_id, RD.c.key == key, RD.c.is_latest == sa.true())
-        .values(is_latest=False)
-    )
+_NEWEST_OF_KEY = (
+    sa.select(sa.func.max(RD.c.seq))
+    .where(RD.c.run_id == _RUN_ID, RD.c.key == _param("p_key", RD.c.key))
+    .scalar_subquery()
+)
+"""The highest seq of (run, key): one step down ``ix_run_data_run_key_seq``."""
+_CLEAR_LATEST = (
+    RD.update().where(RD.c.seq == _NEWEST_OF_KEY, RD.c.is_latest).values(is_latest=False)
+)
+"""SQLite: unmark the current latest entry of (run, key), which is its newest.
 
+Found through the newest seq rather than by ``is_latest``: a plan that reads the key's
+entries filtering on ``is_latest`` (the planner's choice when statistics are missing)
+would read every entry of the key, making each write slower than the one before."""
+_INSERT = RD.insert().returning(*_RETURNED)
 
 _INSERT_LATEST = (
     sa.text(
         """
         WITH cleared AS (
             UPDATE run_data SET is_latest = false
-            WHERE run_id = :run_id AND key = :key AND is_latest
+            WHERE seq = (SELECT max(seq) FROM run_data WHERE run_id = :run_id AND key = :key)
+              AND is_latest
         ),
         inserted AS (
             INSERT INTO run_data (id, run_id, task_id, org_id, key, value, tags, metadata,
@@ -220,37 +234,72 @@ _INSERT_LATEST = (
     )
     .columns(*_RETURNED)
 )
-"""PostgreSQL: clear the key's latest, insert the entry and its tag rows, in ONE statement.
+"""PostgreSQL: clear the key's latest (its newest, see _CLEAR_LATEST), insert the entry and
+its tag rows, in ONE statement.
 
 Run once the key's advisory lock is held, so its snapshot (taken when the statement
 starts) sees every earlier writer of the key committed. The data-modifying CTEs share that
 snapshot: the UPDATE cannot see the row being inserted, and the tag rows' foreign key is
-checked at the end of the statement, once the entry exists. Plain SQL so that its compiled
-form is cached whatever the number of tags.
+checked at the end of the statement, once the entry exists. Plain SQL with an array
+parameter: one statement whatever the number of tags.
 """
 
 
-def update_tags(
-    engine: sa.Engine,
+@lru_cache(maxsize=128)
+def _insert_tags(count: int) -> sa.Insert:
+    """Insert ``count`` tag rows of entry ``p_seq``: tags ``p_tag_0`` … (one statement)."""
+    seq, run_id = _param("p_seq", TAGS.c.run_data_seq), _param("p_run_id", TAGS.c.run_id)
+    return TAGS.insert().values(
+        [
+            {"run_data_seq": seq, "tag": _param(f"p_tag_{i}", TAGS.c.tag), "run_id": run_id}
+            for i in range(count)
+        ]
+    )
+
+
+@lru_cache(maxsize=128)
+def _delete_tags(count: int) -> sa.Delete:
+    """Delete the tag rows ``p_tag_0`` … of entry ``p_seq``."""
+    return TAGS.delete().where(
+        TAGS.c.run_data_seq == _param("p_seq", TAGS.c.run_data_seq),
+        TAGS.c.tag.in_([_param(f"p_tag_{i}", TAGS.c.tag) for i in range(count)]),
+    )
+
+
+def _tag_params(tags: Sequence[str], **params: Any) -> dict[str, Any]:
+    return {**params, **{f"p_tag_{i}": tag for i, tag in enumerate(tags)}}
+
+
+async def _add_tags(tx: Session, *, seq: int, run_id: uuid.UUID, tags: Sequence[str]) -> None:
+    await tx.run(_insert_tags(len(tags)), _tag_params(tags, p_seq=seq, p_run_id=run_id))
+
+
+_ENTRY_FOR_UPDATE = (
+    sa.select(RD.c.seq, RD.c.tags)
+    .where(RD.c.id == _param("p_entry_id", RD.c.id), RD.c.run_id == _RUN_ID)
+    .with_for_update()
+)
+_SET_TAGS = (
+    RD.update()
+    .where(RD.c.seq == _param("p_seq", RD.c.seq))
+    .values(tags=_param("p_tags", RD.c.tags), updated_at=_param("p_now", RD.c.updated_at))
+    .returning(*_COLUMNS)
+)
+
+
+async def update_tags(
+    db: Database,
     *,
     org_id: str,
     run_id: uuid.UUID,
     entry_id: uuid.UUID,
     add: list[str],
     remove: list[str],
-) -> RunDataRecord:
+) -> Row:
     """Remove then add tags (existing order kept, new ones appended); bumps ``updatedAt``."""
-    with write_transaction(engine) as conn:
-        _require_run(conn, org_id=org_id, run_id=run_id)
-        current = (
-            conn.execute(
-                sa.select(RD.c.seq, RD.c.tags)
-                .where(RD.c.id == entry_id, RD.c.run_id == run_id)
-                .with_for_update()
-            )
-            .mappings()
-            .first()
-        )
+    async with db.transaction(write=True) as tx:
+        await _check_and_lock(tx, org_id=org_id, run_id=run_id, key=None)
+        current = await tx.one(_ENTRY_FOR_UPDATE, {"p_entry_id": entry_id, "p_run_id": run_id})
         if current is None:
             raise EntryNotFound(entry_id)
         seq = current["seq"]
@@ -259,177 +308,236 @@ def update_tags(
         kept = [tag for tag in old if tag not in dropped]
         added = [tag for tag in dict.fromkeys(add) if tag not in kept]
         new = kept + added
-        row = (
-            conn.execute(
-                RD.update()
-                .where(RD.c.seq == seq)
-                .values(tags=new, updated_at=utcnow())
-                .returning(*_COLUMNS)
-            )
-            .mappings()
-            .one()
-        )
+        row = await tx.one(_SET_TAGS, {"p_seq": seq, "p_tags": new, "p_now": utcnow()})
         gone = [tag for tag in old if tag not in new]
         if gone:
-            conn.execute(TAGS.delete().where(TAGS.c.run_data_seq == seq, TAGS.c.tag.in_(gone)))
+            await tx.run(_delete_tags(len(gone)), _tag_params(gone, p_seq=seq))
         fresh = [tag for tag in new if tag not in old]
         if fresh:
-            conn.execute(
-                TAGS.insert(),
-                [{"run_data_seq": seq, "tag": tag, "run_id": run_id} for tag in fresh],
-            )
-    return _record(row)
+            await _add_tags(tx, seq=seq, run_id=run_id, tags=fresh)
+    if row is None:
+        raise RuntimeError("UPDATE … RETURNING returned no row")
+    return row
 
 
-def delete_by_key(engine: sa.Engine, *, org_id: str, run_id: uuid.UUID, key: str) -> int:
+_DELETE_KEY = RD.delete().where(RD.c.run_id == _RUN_ID, RD.c.key == _param("p_key", RD.c.key))
+_KEY_OF_ENTRY = sa.select(RD.c.key).where(
+    RD.c.id == _param("p_entry_id", RD.c.id),
+    RD.c.run_id == _RUN_ID,
+    _param("p_org_id", runs.c.org_id) == _RUN_ORG,
+)
+_DELETE_ENTRY = (
+    RD.delete().where(RD.c.id == _param("p_entry_id", RD.c.id)).returning(RD.c.is_latest)
+)
+_PROMOTE_NEWEST = RD.update().where(RD.c.seq == _NEWEST_OF_KEY).values(is_latest=True)
+"""Mark the newest remaining entry of (run, key) latest."""
+
+
+async def delete_by_key(db: Database, *, org_id: str, run_id: uuid.UUID, key: str) -> int:
     """Delete every entry of ``key``; returns how many. Tag rows cascade."""
-    with write_transaction(engine) as conn:
-        _require_run(conn, org_id=org_id, run_id=run_id)
-        _lock_key(conn, run_id, key)
-        result = conn.execute(RD.delete().where(RD.c.run_id == run_id, RD.c.key == key))
-        return result.rowcount
+    async with db.transaction(write=True) as tx:
+        await _check_and_lock(tx, org_id=org_id, run_id=run_id, key=key)
+        return await tx.run(_DELETE_KEY, {"p_run_id": run_id, "p_key": key})
 
 
-def delete_by_id(engine: sa.Engine, *, org_id: str, run_id: uuid.UUID, entry_id: uuid.UUID) -> int:
+async def delete_by_id(db: Database, *, org_id: str, run_id: uuid.UUID, entry_id: uuid.UUID) -> int:
     """Delete one entry (0 or 1); if it was its key's latest, promote the newest remaining."""
-    with write_transaction(engine) as conn:
-        key = conn.execute(
-            sa.select(RD.c.key).where(
-                RD.c.id == entry_id, RD.c.run_id == run_id, _run_org(run_id) == org_id
-            )
-        ).scalar()
+    async with db.transaction(write=True) as tx:
+        params = {"p_entry_id": entry_id, "p_run_id": run_id, "p_org_id": org_id}
+        key = await tx.scalar(_KEY_OF_ENTRY, params)
         if key is None:
-            _require_run(conn, org_id=org_id, run_id=run_id)
+            await _check_and_lock(tx, org_id=org_id, run_id=run_id, key=None)
             return 0
-        _lock_key(conn, run_id, key)
-        was_latest = conn.execute(
-            RD.delete().where(RD.c.id == entry_id).returning(RD.c.is_latest)
-        ).scalar()
+        await _check_and_lock(tx, org_id=org_id, run_id=run_id, key=key)
+        was_latest = await tx.scalar(_DELETE_ENTRY, {"p_entry_id": entry_id})
         if was_latest is None:
             return 0  # deleted meanwhile by another writer
         if was_latest:
-            newest = (
-                sa.select(sa.func.max(RD.c.seq))
-                .where(RD.c.run_id == run_id, RD.c.key == key)
-                .scalar_subquery()
-            )
-            conn.execute(RD.update().where(RD.c.seq == newest).values(is_latest=True))
+            await tx.run(_PROMOTE_NEWEST, {"p_run_id": run_id, "p_key": key})
         return 1
 
 
 # ---- reads ------------------------------------------------------------------------------
+#
+# A query's statements are built once per *shape*: the query with each filter value
+# replaced by the name of the parameter that carries it (:func:`_shape`). Queries that
+# differ only in their values share the statements, and their compiled forms.
+
+
+def _shape(query: RunDataQuery) -> tuple[RunDataQuery, dict[str, Any]]:
+    """The query with its values replaced by parameter names, and those parameters."""
+    params: dict[str, Any] = {}
+
+    def bind(value: str) -> str:
+        name = f"p_{len(params)}"
+        params[name] = value
+        return name
+
+    def bind_range(text_range: TextRange) -> TextRange:
+        low = bind(text_range.low)
+        return TextRange(low=low, high=None if text_range.high is None else bind(text_range.high))
+
+    if not query.filters_keys:  # e.g. keyPattern=*: the key filters do not apply
+        query = replace(query, keys=(), key_prefixes=(), key_patterns=())
+    shape = replace(
+        query,
+        keys=tuple(bind(key) for key in query.keys),
+        key_prefixes=tuple(bind_range(r) for r in query.key_prefixes),
+        key_patterns=tuple(
+            LikePattern(
+                like=bind(pattern.like),
+                prefix=None if pattern.prefix is None else bind_range(pattern.prefix),
+            )
+            for pattern in query.key_patterns
+        ),
+        tags=tuple(bind(tag) for tag in query.tags),
+        tag_prefixes=tuple(bind_range(r) for r in query.tag_prefixes),
+        limit=0,
+        offset=0,
+    )
+    params["p_limit"] = query.limit
+    params["p_offset"] = query.offset
+    return shape, params
 
 
 def _in_range(column: sa.ColumnElement[str], text_range: TextRange) -> ColumnElement[bool]:
+    low = column >= _param(text_range.low, column)
     if text_range.high is None:
-        return column >= text_range.low
-    return sa.and_(column >= text_range.low, column < text_range.high)
+        return low
+    return sa.and_(low, column < _param(text_range.high, column))
 
 
-def _key_condition(query: RunDataQuery) -> ColumnElement[bool] | None:
-    if not query.filters_keys:
+def _key_condition(shape: RunDataQuery) -> ColumnElement[bool] | None:
+    if not shape.filters_keys:
         return None
     terms: list[ColumnElement[bool]] = []
-    if query.keys:
-        terms.append(RD.c.key.in_(query.keys))
-    terms.extend(_in_range(RD.c.key, r) for r in query.key_prefixes)
-    for pattern in query.key_patterns:
-        like = RD.c.key.like(pattern.like, escape=LIKE_ESCAPE)
+    if shape.keys:
+        terms.append(RD.c.key.in_([_param(name, RD.c.key) for name in shape.keys]))
+    terms.extend(_in_range(RD.c.key, r) for r in shape.key_prefixes)
+    for pattern in shape.key_patterns:
+        like = RD.c.key.like(_param(pattern.like, RD.c.key), escape=LIKE_ESCAPE)
         terms.append(
             like if pattern.prefix is None else sa.and_(_in_range(RD.c.key, pattern.prefix), like)
         )
     return sa.or_(*terms)
 
 
-def _tagged(run_id: uuid.UUID, *conditions: ColumnElement[bool]) -> sa.Select[Any]:
-    return sa.select(TAGS.c.run_data_seq).where(TAGS.c.run_id == run_id, *conditions)
+def _tagged(*conditions: ColumnElement[bool]) -> sa.Select[Any]:
+    return sa.select(TAGS.c.run_data_seq).where(
+        TAGS.c.run_id == _param("p_run_id", TAGS.c.run_id), *conditions
+    )
 
 
-def _tag_conditions(query: RunDataQuery, run_id: uuid.UUID) -> list[ColumnElement[bool]]:
+def _tag_conditions(shape: RunDataQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    every = query.tag_mode == TagMode.ALL
-    if query.tags:
-        tagged = _tagged(run_id, TAGS.c.tag.in_(query.tags))
-        if every and len(query.tags) > 1:
-            tagged = tagged.group_by(TAGS.c.run_data_seq).having(sa.func.count() == len(query.tags))
+    every = shape.tag_mode == TagMode.ALL
+    if shape.tags:
+        tagged = _tagged(TAGS.c.tag.in_([_param(name, TAGS.c.tag) for name in shape.tags]))
+        if every and len(shape.tags) > 1:
+            tagged = tagged.group_by(TAGS.c.run_data_seq).having(sa.func.count() == len(shape.tags))
         conditions.append(RD.c.seq.in_(tagged))
-    if query.tag_prefixes and every:
+    if shape.tag_prefixes and every:
         conditions.extend(
-            RD.c.seq.in_(_tagged(run_id, _in_range(TAGS.c.tag, r))) for r in query.tag_prefixes
+            RD.c.seq.in_(_tagged(_in_range(TAGS.c.tag, r))) for r in shape.tag_prefixes
         )
-    elif query.tag_prefixes:
-        ranges = [_in_range(TAGS.c.tag, r) for r in query.tag_prefixes]
-        conditions.append(RD.c.seq.in_(_tagged(run_id, sa.or_(*ranges))))
+    elif shape.tag_prefixes:
+        ranges = [_in_range(TAGS.c.tag, r) for r in shape.tag_prefixes]
+        conditions.append(RD.c.seq.in_(_tagged(sa.or_(*ranges))))
     return conditions
 
 
-def _matching(query: RunDataQuery, run_id: uuid.UUID) -> list[ColumnElement[bool]]:
+def _matching(shape: RunDataQuery) -> list[ColumnElement[bool]]:
     """WHERE terms selecting the entries to return (before paging)."""
-    where: list[ColumnElement[bool]] = [RD.c.run_id == run_id]
-    key_condition = _key_condition(query)
+    where: list[ColumnElement[bool]] = [RD.c.run_id == _RUN_ID]
+    key_condition = _key_condition(shape)
     if key_condition is not None:
         where.append(key_condition)
-    tag_conditions = _tag_conditions(query, run_id)
+    tag_conditions = _tag_conditions(shape)
     where.extend(tag_conditions)
-    if query.include_all:
+    if shape.include_all:
         return where
     if not tag_conditions:
         # Key filters select all entries of a key or none: its latest is the is_latest one.
         return [*where, RD.c.is_latest == sa.true()]
     # Tag filters select some entries of a key: keep the newest matching one per key.
     latest = sa.select(sa.func.max(RD.c.seq)).where(*where).group_by(RD.c.key)
-    return [RD.c.run_id == run_id, RD.c.seq.in_(latest)]
+    return [RD.c.run_id == _RUN_ID, RD.c.seq.in_(latest)]
 
 
-def _order_by(query: RunDataQuery) -> list[sa.UnaryExpression[Any]]:
+def _order_by(shape: RunDataQuery) -> list[sa.UnaryExpression[Any]]:
     # createdAt sorts by seq: insertion order, the exact form of creation time.
     columns: Sequence[sa.ColumnElement[Any]] = {
         SortBy.CREATED_AT: [RD.c.seq],
         SortBy.UPDATED_AT: [RD.c.updated_at, RD.c.seq],
         SortBy.KEY: [RD.c.key, RD.c.seq],
-    }[query.sort_by]
-    if query.sort_order == SortOrder.DESC:
+    }[shape.sort_by]
+    if shape.sort_order == SortOrder.DESC:
         return [c.desc() for c in columns]
     return [c.asc() for c in columns]
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    page: sa.Select[Any]
+    """One page of the matching entries."""
+    count: sa.Select[Any]
+    """How many entries match."""
+    counted_page: sa.Select[Any]
+    """The page of the caller's organisation, each row with the ``total`` matching."""
+    owner_and_count: sa.Select[Any]
+    """The run's organisation (``org_id``) and the ``total`` matching."""
+
+
+@lru_cache(maxsize=256)
+def _statements(shape: RunDataQuery) -> _Statements:
+    where = _matching(shape)
+    page = (
+        sa.select(*_COLUMNS)
+        .where(*where)
+        .order_by(*_order_by(shape))
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .offset(sa.bindparam("p_offset", type_=sa.Integer))
+    )
+    count = sa.select(sa.func.count()).select_from(RD).where(*where)
+    total = count.scalar_subquery().label("total")
+    return _Statements(
+        page=page,
+        count=count,
+        # The count is an uncorrelated subquery: evaluated once, from the page's snapshot.
+        counted_page=page.add_columns(total).where(RD.c.org_id == _param("p_org_id", RD.c.org_id)),
+        owner_and_count=sa.select(_RUN_ORG.label("org_id"), total),
+    )
 
 
 def query_statements(
     query: RunDataQuery, *, run_id: uuid.UUID
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """The page and the count statements of a query (exposed for EXPLAIN in tests)."""
-    where = _matching(query, run_id)
-    page = (
-        sa.select(*_COLUMNS)
-        .where(*where)
-        .order_by(*_order_by(query))
-        .limit(query.limit)
-        .offset(query.offset)
-    )
-    count = sa.select(sa.func.count()).select_from(RD).where(*where)
-    return page, count
+    """The page and the count statements of a query, their parameters bound (for EXPLAIN
+    in tests): the statements :func:`list_entries` runs are built from these two."""
+    shape, params = _shape(query)
+    statements = _statements(shape)
+    params["p_run_id"] = run_id
+    return statements.page.params(params), statements.count.params(params)
 
 
-def list_entries(
-    engine: sa.Engine, *, org_id: str, run_id: uuid.UUID, query: RunDataQuery
+async def list_entries(
+    db: Database, *, org_id: str, run_id: uuid.UUID, query: RunDataQuery
 ) -> RecordPage:
     """One page of matching entries and the total.
 
-    Usually one statement: the page carries the total as a window count, and rows of this
-    organisation prove the run is its own. Only an empty page needs a second look, to tell
-    an unknown run (``404``) from a page past the end.
+    Usually one statement: the page carries the total (a subquery of the same snapshot),
+    and rows of this organisation prove the run is its own. Only an empty page needs a
+    second look, to tell an unknown run (``404``) from a page past the end.
     """
-    page, count = query_statements(query, run_id=run_id)
-    counted = page.add_columns(sa.func.count().over().label("total_matching")).where(
-        RD.c.org_id == org_id
-    )
-    with single_read(engine) as conn:
-        rows = conn.execute(counted).mappings().all()
-        if rows:
-            return RecordPage(
-                records=[_record(row) for row in rows], total=int(rows[0]["total_matching"])
-            )
-        # One statement again: the owner and the count come from one snapshot.
-        owner, total = conn.execute(sa.select(_run_org(run_id), count.scalar_subquery())).one()
-    if owner != org_id:
+    shape, params = _shape(query)
+    statements = _statements(shape)
+    params["p_run_id"] = run_id
+    params["p_org_id"] = org_id
+    rows = await db.all(statements.counted_page, params)
+    if rows:
+        return RecordPage(rows=rows, total=int(rows[0]["total"]))
+    # One statement again: the owner and the count come from one snapshot.
+    found = await db.one(statements.owner_and_count, params)
+    if found is None or found["org_id"] != org_id:
         raise RunNotFound(run_id)
-    return RecordPage(records=[], total=total)
+    return RecordPage(rows=[], total=int(found["total"]))

@@ -3,6 +3,7 @@
 Lock order: a transaction that touches both a run and its tasks locks the **run row first**
 (a run PATCH, a task create, a task claim or completion), so two such transactions never
 deadlock on PostgreSQL; on SQLite every writer holds the database write lock anyway.
+Everything here runs on the request path's :class:`~foreman_api.db.Database`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from foreman_api.clock import duration_ms, utcnow
+from foreman_api.db import Database, Session
+from foreman_api.db.base import Row
 from foreman_api.domain.states import (
     UNFINISHED_TASK_STATUSES,
     check_run_transition,
@@ -22,29 +26,47 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import NotFound
 from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
-from foreman_api.storage.engine import read_transaction, single_read, write_transaction
 from foreman_api.storage.rows import elapsed_ms_sql, stable_order
 from foreman_api.storage.tables import runs, tasks
 
 # Built once with bound parameters (building a statement per request costs about as much
 # CPU as executing it).
-GET_RUN = sa.select(runs).where(
-    runs.c.id == sa.bindparam("p_run_id"), runs.c.org_id == sa.bindparam("p_org_id")
-)
+_BY_ID = (runs.c.id == sa.bindparam("p_run_id"), runs.c.org_id == sa.bindparam("p_org_id"))
+GET_RUN = sa.select(runs).where(*_BY_ID)
+_LOCK_RUN = sa.select(runs).where(*_BY_ID).with_for_update(key_share=True)
 _INSERT_RUN = runs.insert().returning(runs)
+_UPDATE_RUN = runs.update().where(*_BY_ID).returning(runs)
+"""Sets the columns the parameters name besides ``p_run_id`` and ``p_org_id``."""
 
 
 def run_not_found(run_id: uuid.UUID) -> NotFound:
     return NotFound(f"run {run_id} not found")
 
 
-def get_run_row(conn: sa.Connection, *, org_id: str, run_id: uuid.UUID) -> sa.RowMapping | None:
-    """The run ``run_id`` of ``org_id``, or None (unknown, or another organisation's)."""
-    return conn.execute(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}).mappings().first()
+@lru_cache(maxsize=4)
+def _cancel_tasks_statement(dialect: str) -> sa.Update:
+    """The UPDATE of :func:`cancel_unfinished_tasks` (``duration_ms`` is dialect SQL)."""
+    now = sa.bindparam("p_now", type_=tasks.c.updated_at.type)
+    return (
+        tasks.update()
+        .where(
+            tasks.c.run_id == sa.bindparam("p_run_id"),
+            tasks.c.org_id == sa.bindparam("p_org_id"),
+            tasks.c.status.in_(sorted(s.value for s in UNFINISHED_TASK_STATUSES)),
+        )
+        .values(
+            status=TaskStatus.CANCELLED.value,
+            updated_at=now,
+            lease_expires_at=None,
+            retry_at=None,
+            completed_at=now,
+            duration_ms=elapsed_ms_sql(dialect, start=tasks.c.started_at, end=now),
+        )
+    )
 
 
-def cancel_unfinished_tasks(
-    conn: sa.Connection, *, org_id: str, run_id: uuid.UUID, now: datetime
+async def cancel_unfinished_tasks(
+    session: Session, *, org_id: str, run_id: uuid.UUID, now: datetime
 ) -> int:
     """Cancel every task of the run that has not finished; returns how many.
 
@@ -53,26 +75,11 @@ def cancel_unfinished_tasks(
     Called with the run row already locked (see the lock order above). A cancelled task
     counts in neither ``completedTasks`` nor ``failedTasks``.
     """
-    result = conn.execute(
-        tasks.update()
-        .where(
-            tasks.c.run_id == run_id,
-            tasks.c.org_id == org_id,
-            tasks.c.status.in_([s.value for s in UNFINISHED_TASK_STATUSES]),
-        )
-        .values(
-            status=TaskStatus.CANCELLED.value,
-            updated_at=now,
-            lease_expires_at=None,
-            retry_at=None,
-            completed_at=now,
-            duration_ms=elapsed_ms_sql(conn.dialect.name, start=tasks.c.started_at, end=now),
-        )
-    )
-    return result.rowcount
+    params = {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
+    return await session.run(_cancel_tasks_statement(session.dialect), params)
 
 
-def create_run(engine: sa.Engine, *, org_id: str, input_data: Any, metadata: Any) -> sa.RowMapping:
+async def create_run(db: Database, *, org_id: str, input_data: Any, metadata: Any) -> Row:
     now = utcnow()
     values = {
         "id": uuid.uuid4(),
@@ -86,20 +93,22 @@ def create_run(engine: sa.Engine, *, org_id: str, input_data: Any, metadata: Any
         "created_at": now,
         "updated_at": now,
     }
-    with write_transaction(engine) as conn:
-        return conn.execute(_INSERT_RUN, values).mappings().one()
+    async with db.transaction(write=True) as tx:
+        row = await tx.one(_INSERT_RUN, values)
+    if row is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return row
 
 
-def get_run(engine: sa.Engine, *, org_id: str, run_id: uuid.UUID) -> sa.RowMapping:
-    with single_read(engine) as conn:
-        row = get_run_row(conn, org_id=org_id, run_id=run_id)
+async def get_run(db: Database, *, org_id: str, run_id: uuid.UUID) -> Row:
+    row = await db.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id})
     if row is None:
         raise run_not_found(run_id)
     return row
 
 
-def list_runs(
-    engine: sa.Engine,
+async def list_runs(
+    db: Database,
     *,
     org_id: str,
     status: RunStatus | None,
@@ -107,28 +116,48 @@ def list_runs(
     offset: int,
     sort_by: TimeSort,
     sort_order: SortOrder,
-) -> tuple[Sequence[sa.RowMapping], int]:
+) -> tuple[Sequence[Row], int]:
     """One page of runs and the total matching, from one snapshot. Ties break on id."""
-    where = [runs.c.org_id == org_id]
-    if status is not None:
-        where.append(runs.c.status == status.value)
-    order = stable_order(runs, sort_by, sort_order)
-    page = sa.select(runs).where(*where).order_by(*order).limit(limit).offset(offset)
+    page, count = _list_statements(status is not None, sort_by, sort_order)
+    params = {
+        "p_org_id": org_id,
+        "p_status": status.value if status is not None else None,
+        "p_limit": limit,
+        "p_offset": offset,
+    }
+    async with db.transaction(isolation="repeatable read") as tx:
+        rows = await tx.all(page, params)
+        total = await tx.scalar(count, params)
+    return rows, int(total)
+
+
+@lru_cache(maxsize=16)
+def _list_statements(
+    by_status: bool, sort_by: TimeSort, sort_order: SortOrder
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The page and count statements of a run list with these filters (built once)."""
+    where = [runs.c.org_id == sa.bindparam("p_org_id")]
+    if by_status:
+        where.append(runs.c.status == sa.bindparam("p_status"))
+    page = (
+        sa.select(runs)
+        .where(*where)
+        .order_by(*stable_order(runs, sort_by, sort_order))
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .offset(sa.bindparam("p_offset", type_=sa.Integer))
+    )
     count = sa.select(sa.func.count()).select_from(runs).where(*where)
-    with read_transaction(engine) as conn:
-        rows = conn.execute(page).mappings().all()
-        total = conn.execute(count).scalar_one()
-    return rows, total
+    return page, count
 
 
-def update_run(
-    engine: sa.Engine,
+async def update_run(
+    db: Database,
     *,
     org_id: str,
     run_id: uuid.UUID,
     status: RunStatus | None,
     changes: Mapping[str, Any],
-) -> sa.RowMapping:
+) -> Row:
     """Apply a PATCH: ``changes`` (column → value) and, if given, a status transition.
 
     Raises ``NotFound`` and the ``409 invalid_transition``. A move to a terminal status sets
@@ -138,16 +167,9 @@ def update_run(
     finished run can start; they count in neither counter.
     """
     now = utcnow()
-    with write_transaction(engine) as conn:
-        current = (
-            conn.execute(
-                sa.select(runs)
-                .where(runs.c.id == run_id, runs.c.org_id == org_id)
-                .with_for_update(key_share=True)
-            )
-            .mappings()
-            .first()
-        )
+    by_id = {"p_run_id": run_id, "p_org_id": org_id}
+    async with db.transaction(write=True) as tx:
+        current = await tx.one(_LOCK_RUN, by_id)
         if current is None:
             raise run_not_found(run_id)
         values = dict(changes)
@@ -162,16 +184,9 @@ def update_run(
         if not values:
             return current
         values["updated_at"] = now
-        row = (
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.org_id == org_id)
-                .values(values)
-                .returning(runs)
-            )
-            .mappings()
-            .one()
-        )
+        row = await tx.one(_UPDATE_RUN, {**values, **by_id})
+        if row is None:
+            raise RuntimeError("UPDATE … RETURNING of a locked run returned no row")
         if moves and status is not None and is_terminal_run(status):
-            cancel_unfinished_tasks(conn, org_id=org_id, run_id=run_id, now=now)
+            await cancel_unfinished_tasks(tx, org_id=org_id, run_id=run_id, now=now)
         return row
