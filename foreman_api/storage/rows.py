@@ -43,3 +43,27 @@ def elapsed_ms_sql(
         return sa.cast(sa.func.round(seconds * 1000), sa.BigInteger)
     days = sa.func.julianday(end_param) - sa.func.julianday(start)
     return sa.cast(sa.func.round(days * 86_400_000.0), sa.BigInteger)
+
+
+def paged_statements(
+    table: sa.Table, columns: tuple[str, ...], sort_by: TimeSort, sort_order: SortOrder
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """A page of ``table`` where each named column equals its ``p_<column>`` parameter,
+    ordered stably, with ``p_limit``/``p_offset``; each row also carries ``total``, the
+    count of every matching row (one statement, one snapshot). Also that count alone, for
+    a page that came back empty.
+    """
+
+    def matching(source: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+        return [source.c[column] == sa.bindparam(f"p_{column}") for column in columns]
+
+    counted = table.alias("counted")
+    count = sa.select(sa.func.count()).select_from(counted).where(*matching(counted))
+    page = (
+        sa.select(table, count.scalar_subquery().label("total"))
+        .where(*matching(table))
+        .order_by(*stable_order(table, sort_by, sort_order))
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .offset(sa.bindparam("p_offset", type_=sa.Integer))
+    )
+    return page, count

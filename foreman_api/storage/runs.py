@@ -26,7 +26,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import NotFound
 from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
-from foreman_api.storage.rows import elapsed_ms_sql, stable_order
+from foreman_api.storage.rows import elapsed_ms_sql, paged_statements
 from foreman_api.storage.tables import runs, tasks
 
 # Built once with bound parameters (building a statement per request costs about as much
@@ -125,29 +125,19 @@ async def list_runs(
         "p_limit": limit,
         "p_offset": offset,
     }
-    async with db.transaction(isolation="repeatable read") as tx:
-        rows = await tx.all(page, params)
-        total = await tx.scalar(count, params)
-    return rows, int(total)
+    rows = await db.all(page, params)  # each row carries the total: one statement
+    if rows:
+        return rows, int(rows[0]["total"])
+    return [], int(await db.scalar(count, params))  # an offset past the end: still say how many
 
 
 @lru_cache(maxsize=16)
 def _list_statements(
     by_status: bool, sort_by: TimeSort, sort_order: SortOrder
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """The page and count statements of a run list with these filters (built once)."""
-    where = [runs.c.org_id == sa.bindparam("p_org_id")]
-    if by_status:
-        where.append(runs.c.status == sa.bindparam("p_status"))
-    page = (
-        sa.select(runs)
-        .where(*where)
-        .order_by(*stable_order(runs, sort_by, sort_order))
-        .limit(sa.bindparam("p_limit", type_=sa.Integer))
-        .offset(sa.bindparam("p_offset", type_=sa.Integer))
-    )
-    count = sa.select(sa.func.count()).select_from(runs).where(*where)
-    return page, count
+    """The page (rows carry ``total``) and count statements of a run list (built once)."""
+    columns = ("org_id", "status") if by_status else ("org_id",)
+    return paged_statements(runs, columns, sort_by, sort_order)
 
 
 async def update_run(

@@ -27,7 +27,7 @@ from foreman_api.schemas import (
     TaskStatus,
     TimeSort,
 )
-from foreman_api.storage.rows import stable_order
+from foreman_api.storage.rows import paged_statements
 from foreman_api.storage.runs import GET_RUN, run_not_found
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.workers import TYPE_OPTIONS, live_since
@@ -239,6 +239,11 @@ async def list_tasks(
         "p_limit": limit,
         "p_offset": offset,
     }
+    # The common case is one statement: the page carries the total (one snapshot), and a
+    # task of the page proves the filtered run or parent is the caller's.
+    rows = await db.all(page, params)
+    if rows:
+        return rows, int(rows[0]["total"])
     async with db.transaction(isolation="repeatable read") as tx:
         if run_id is not None and (
             await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}) is None
@@ -248,9 +253,8 @@ async def list_tasks(
             await get_task_row(tx, org_id=org_id, task_id=parent_task_id) is None
         ):
             raise task_not_found(parent_task_id)
-        rows = await tx.all(page, params)
-        total = await tx.scalar(count, params)
-    return rows, int(total)
+        total = await tx.scalar(count, params)  # an offset past the end: still say how many
+    return [], int(total)
 
 
 @lru_cache(maxsize=64)
@@ -262,23 +266,7 @@ def _list_statements(
     sort_by: TimeSort,
     sort_order: SortOrder,
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """The page and count statements of a task list with these filters (built once)."""
-    where = [tasks.c.org_id == sa.bindparam("p_org_id")]
-    for present, column in (
-        (by_run, "run_id"),
-        (by_parent, "parent_task_id"),
-        (by_status, "status"),
-        (by_type, "type"),
-    ):
-        if present:
-            where.append(tasks.c[column] == sa.bindparam(f"p_{column}"))
-    order = stable_order(tasks, sort_by, sort_order)
-    page = (
-        sa.select(tasks)
-        .where(*where)
-        .order_by(*order)
-        .limit(sa.bindparam("p_limit", type_=sa.Integer))
-        .offset(sa.bindparam("p_offset", type_=sa.Integer))
-    )
-    count = sa.select(sa.func.count()).select_from(tasks).where(*where)
-    return page, count
+    """The page (rows carry ``total``) and count statements of a task list (built once)."""
+    filters = {"run_id": by_run, "parent_task_id": by_parent, "status": by_status, "type": by_type}
+    columns = ("org_id", *(column for column, present in filters.items() if present))
+    return paged_statements(tasks, columns, sort_by, sort_order)
