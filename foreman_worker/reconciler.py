@@ -10,7 +10,9 @@ organisation act at a time (another takes over when it dies). Each pass:
    waiting job in Redis — after a Redis restart or FLUSHALL, a crash between a database
    write and its enqueue, or a worker killed between taking a job and claiming it. A job
    that started in the last few seconds is not lost: its worker is claiming the task (the
-   claim has not landed yet), and a second job would only be refused.
+   claim has not landed yet), and a second job would only be refused. The database was
+   read before Redis, so a task that finished in between also looks lost: the tasks found
+   lost are put back only if a second look at the database, after Redis, still lists them.
 
 Checking a page costs two pipelined Redis round trips (markers, then their jobs); only the
 lost tasks go through the atomic enqueue.
@@ -48,6 +50,17 @@ STARTING_SECONDS = 5.0
 GRACE_SECONDS = 5.0
 """A task changed more recently than this may be between its database write and its
 enqueue: it is left alone until the next pass."""
+
+
+@dataclass(slots=True)
+class _Look:
+    """What one look at the database found: tasks recovered now, and tasks waiting."""
+
+    moved: int
+    """Tasks whose lease had expired, moved on now (retrying or failed)."""
+    recovered: list[tuple[uuid.UUID, str]]
+    """Those of them that are retrying: to be queued again."""
+    waiting: list[tuple[uuid.UUID, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +113,37 @@ class Reconciler:
         scan = bool(
             self.connection.set(scan_lock, self.holder, nx=True, px=int(SCAN_SECONDS * 1000))
         )
-        recovered = 0
-        candidates: list[tuple[uuid.UUID, str]] = []
-        waiting: list[tuple[uuid.UUID, str]] = []
+        first = self._look(scan)
+        if first is None:
+            return Pass(skipped=True)
+        self.unstick(
+            {self.namespace.queue(self.org_id, q) for _, q in first.recovered + first.waiting}
+        )
+        # A recovered task's job is dead; a waiting task's may have just started.
+        requeued = self.put_back(self.lost(first.recovered))
+        lost = self.lost(first.waiting, starting=True)
+        recovered = first.moved
+        if lost:
+            # The database was read before Redis: a task that finished in between (its job
+            # done and gone) looks lost. Only what the database still says after Redis was
+            # checked is put back.
+            second = self._look(scan=True)
+            still = {task_id for task_id, _ in second.waiting} if second else set()
+            lost = [task for task in lost if uuid.UUID(task[0]) in still]
+            if second is not None:
+                requeued += self.put_back(self.lost(second.recovered))
+                recovered += second.moved
+        requeued += self.put_back(lost)
+        if requeued or recovered:
+            log.info("reconciled: %d recovered, %d put back on their queues", recovered, requeued)
+        return Pass(
+            recovered=recovered, requeued=requeued, checked=len(first.recovered + first.waiting)
+        )
+
+    def _look(self, scan: bool) -> _Look | None:
+        """Ask the API to recover expired leases and (with ``scan``) list the waiting tasks;
+        None when the API could not be reached."""
+        look = _Look(0, [], [])
         after: uuid.UUID | None = None
         while True:
             result = self.client.reconcile_tasks(
@@ -110,28 +151,22 @@ class Reconciler:
             )
             if result.data is None:
                 log.warning("reconciliation skipped this time: %s", result.error)
-                return Pass(skipped=True)
+                return None
             page = result.data
+            look.moved += len(page.recovered)
             for task in page.recovered:
-                recovered += 1
                 log.warning(
                     "task %s: its worker stopped renewing the lease; now %s", task.id, task.status
                 )
-            candidates += [
+            look.recovered += [
                 (t.id, t.queue) for t in page.recovered if t.status is TaskStatus.RETRYING
             ]
             if not scan:
-                break
-            waiting += [(t.id, t.queue) for t in page.waiting]
+                return look
+            look.waiting += [(t.id, t.queue) for t in page.waiting]
             if page.next is None:
-                break
+                return look
             after = page.next
-        self.unstick({self.namespace.queue(self.org_id, q) for _, q in candidates + waiting})
-        # A recovered task's job is dead; a waiting task's may have just started.
-        requeued = self.requeue_lost(candidates) + self.requeue_lost(waiting, starting=True)
-        if requeued or recovered:
-            log.info("reconciled: %d recovered, %d put back on their queues", recovered, requeued)
-        return Pass(recovered=recovered, requeued=requeued, checked=len(candidates + waiting))
 
     def unstick(self, rq_queues: Iterable[str]) -> int:
         """Fail the jobs a worker took off a queue but died before starting.
@@ -162,19 +197,22 @@ class Reconciler:
         self._intermediate = seen
         return failed
 
-    def requeue_lost(
+    def lost(
         self, tasks: Sequence[tuple[uuid.UUID, str]], *, starting: bool = False
-    ) -> int:
-        """Put each task that has no waiting job on the front of its queue; how many.
+    ) -> list[tuple[str, str]]:
+        """The (task id, RQ queue) of each task that has no waiting job in Redis.
 
         With ``starting``, a job that started less than :data:`STARTING_SECONDS` ago also
         holds its task: its worker took it and is claiming the task right now.
         """
         if not tasks:
-            return 0
+            return []
         targets = [(str(task_id), self.namespace.queue(self.org_id, q)) for task_id, q in tasks]
         waiting = self._waiting(targets, starting=starting)
-        lost = [target for target, found in zip(targets, waiting, strict=True) if not found]
+        return [target for target, found in zip(targets, waiting, strict=True) if not found]
+
+    def put_back(self, lost: Sequence[tuple[str, str]]) -> int:
+        """Put each (task id, RQ queue) on the front of its queue; how many went."""
         put = 0
         for task_id, rq_queue in lost:
             job = put_on_queue(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import pytest
 from rq.utils import now as rq_now
@@ -193,6 +194,30 @@ def test_a_job_that_just_started_is_not_lost_until_it_fails_to_claim(
     assert new_job not in (None, started) and world.queue().job_ids == [new_job]
     assert next_pass(worker).requeued == 0
     assert world.run(task, str(new_job)) is Outcome.COMPLETED
+
+
+def test_a_task_that_finishes_while_redis_is_checked_gets_no_second_job(
+    world: World, worker: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan reads the database, then Redis. A task whose job ran and finished in
+    between (the job's hash gone with it) looks lost; it must not be queued again."""
+    world.registry.task("t")(lambda ctx: "done")
+    task = world.task("t")
+    world.enqueue(task)
+    job = str(world.marker(task))
+    check_redis = worker._waiting
+
+    def the_job_finishes_meanwhile(targets: Any, *, starting: bool) -> list[bool]:
+        if world.get(task).status is TaskStatus.QUEUED:
+            world.queue().remove(job)
+            assert world.run(task, job) is Outcome.COMPLETED
+            world.redis.delete(f"rq:job:{job}")  # result_ttl=0: a finished job leaves nothing
+        return check_redis(targets, starting=starting)
+
+    monkeypatch.setattr(worker, "_waiting", the_job_finishes_meanwhile)
+    done = next_pass(worker)
+    assert (done.requeued, done.checked) == (0, 1)
+    assert world.queue().job_ids == [] and world.get(task).status is TaskStatus.COMPLETED
 
 
 def test_one_pass_per_interval_across_the_workers_of_an_organisation(
