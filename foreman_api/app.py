@@ -22,7 +22,6 @@ from foreman_api.errors import ApiError, error_body, invalid_request
 from foreman_api.http.dispatch import FastPath
 from foreman_api.http.endpoints import Endpoint
 from foreman_api.http.openapi import document
-from foreman_api.middleware import BodySizeLimit, RateLimitHeaders
 from foreman_api.outages import database_outage, watch_commits
 from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from foreman_api.routes import health, run_data, runs, tasks, workers
@@ -182,12 +181,6 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
     app.include_router(health.router)
     declared: list[Endpoint] = []
     for module in ROUTE_MODULES:
-        # While routes move to foreman_api.http, a module has a FastAPI router or endpoints.
-        if hasattr(module, "router"):
-            app.include_router(module.router, prefix=API_PREFIX)
-        if hasattr(module, "endpoints"):
-            declared += [replace(e, path=API_PREFIX + e.path) for e in module.endpoints.declared]
+        declared += [replace(e, path=API_PREFIX + e.path) for e in module.endpoints.declared]
     document(app, declared)
-    app.add_middleware(RateLimitHeaders)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return FastPath(app, app.state.services, declared)

@@ -1,7 +1,8 @@
-"""FastAPI dependencies: the per-process services, authentication, rate limits, permissions.
+"""The per-process services, and authentication with rate limits (:func:`authorise`).
 
-Routes declare what they need with the ``Annotated`` aliases at the bottom, e.g.
-``caller: CanReadRuns``; the alias authenticates, rate-limits and checks the permission.
+:func:`authorise` is what the request path (:mod:`foreman_api.http.dispatch`) calls; the
+FastAPI dependencies :func:`authenticate` and :func:`require` declare the same in the
+OpenAPI document (security schemes) for the documented endpoints.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from foreman_api.settings import Settings
 
 log = logging.getLogger("foreman_api")
 
-RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
-
 
 @dataclass(slots=True)
 class Services:
@@ -42,13 +41,6 @@ class Services:
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
-
-
-async def get_engine(request: Request) -> sa.Engine:
-    return get_services(request).engine
-
-
-Engine = Annotated[sa.Engine, Depends(get_engine)]
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:
@@ -151,10 +143,7 @@ async def authenticate(
 ) -> Principal:
     """The request's caller (see :func:`authorise`); async, so it runs on the event loop."""
     client = request.client.host if request.client else "unknown"
-    principal, limit_headers = await authorise(
-        get_services(request), request.headers, client, request.url.path
-    )
-    setattr(request.state, RATE_LIMIT_HEADERS_STATE, limit_headers)
+    principal, _ = await authorise(get_services(request), request.headers, client, request.url.path)
     return principal
 
 
@@ -168,14 +157,3 @@ def require(permission: Permission) -> Callable[[Principal], Awaitable[Principal
 
     check.__name__ = f"require_{permission.name.lower()}"
     return check
-
-
-CanCreateRuns = Annotated[Principal, Depends(require(Permission.RUNS_CREATE))]
-CanReadRuns = Annotated[Principal, Depends(require(Permission.RUNS_READ))]
-CanUpdateRuns = Annotated[Principal, Depends(require(Permission.RUNS_UPDATE))]
-CanCreateTasks = Annotated[Principal, Depends(require(Permission.TASKS_CREATE))]
-CanReadTasks = Annotated[Principal, Depends(require(Permission.TASKS_READ))]
-CanUpdateTasks = Annotated[Principal, Depends(require(Permission.TASKS_UPDATE))]
-CanReadRunData = Annotated[Principal, Depends(require(Permission.RUNDATA_READ))]
-CanWriteRunData = Annotated[Principal, Depends(require(Permission.RUNDATA_WRITE))]
-CanDeleteRunData = Annotated[Principal, Depends(require(Permission.RUNDATA_DELETE))]
