@@ -10,10 +10,11 @@ shared by both classes; they only do the I/O and the waiting between retries.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, NamedTuple, ParamSpec, Self, TypeVar, cast
 
 import httpx
 import tenacity
@@ -46,6 +47,7 @@ from foreman_worker._calls import (
 from foreman_worker._config import ClientBase
 from foreman_worker._responses import Attempt
 from foreman_worker._retry import RetryPolicy
+from foreman_worker._wire import Sent, Wire, lean_wire_fits
 from foreman_worker.errors import ConfigurationError
 from foreman_worker.result import Result
 
@@ -53,6 +55,14 @@ __all__ = ["UNSET", "AsyncForemanClient", "ForemanClient", "RetryPolicy", "Unset
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+class _Ahead(NamedTuple):
+    """A call sent ahead by one thread, its answer not read yet."""
+
+    thread: int
+    call: Call[Any]
+    sent: Sent
 
 
 class ForemanClient(ClientBase):
@@ -90,12 +100,23 @@ class ForemanClient(ClientBase):
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise ConfigurationError("ForemanClient needs a sync httpx.BaseTransport")
         super().__init__(base_url, api_key, timeout=timeout, retry=retry)
-        self._http = httpx.Client(transport=transport, **self._http_options())
+        settings = self._settings
+        self._wire: Wire | None = None
+        self._http: httpx.Client | None = None
+        self._ahead: _Ahead | None = None
+        if transport is None and lean_wire_fits(settings.base_url):
+            self._wire = Wire(settings.base_url, timeout=settings.timeout, headers=settings.headers)
+        else:
+            self._http = httpx.Client(transport=transport, **self._http_options())
         self._sleep: Callable[[float], None] = time.sleep
 
     def close(self) -> None:
         """Close the connections."""
-        self._http.close()
+        if self._wire is not None:
+            self._drop_ahead()
+            self._wire.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> Self:
         return self
@@ -117,14 +138,67 @@ class ForemanClient(ClientBase):
         attempt: Attempt[T] = retrying(self._attempt, call)
         return attempt.result
 
+    def _send_ahead(
+        self, build: Callable[P, Call[Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Write a call's first attempt now, so the API works on it while this thread does
+        something else; the same call made next by this thread (``build`` with the same
+        arguments) reads that answer instead of sending again, and retries as usual.
+
+        Only over the lean transport; otherwise it does nothing. Any other call made
+        first by this thread drops the early answer unread (its connection is closed).
+        """
+        if self._wire is None:
+            return
+        try:
+            call = build(*args, **kwargs)
+        except InvalidRequest:
+            return  # the real call reports it
+        self._drop_ahead()
+        try:
+            sent = self._wire.send(call.method, call.path, **self._wire_args(call))
+        except httpx.HTTPError:
+            return  # the real call tries again and reports what happens
+        self._ahead = _Ahead(threading.get_ident(), call, sent)
+
     def _attempt(self, call: Call[T]) -> Attempt[T]:
         try:
-            response = self._http.request(
-                call.method, call.path, **self._settings.request_args(call)
-            )
+            if self._wire is not None:
+                ahead = self._take_ahead(call)
+                if ahead is not None:
+                    response = self._wire.receive(ahead)
+                else:
+                    sent = self._wire.send(call.method, call.path, **self._wire_args(call))
+                    response = self._wire.receive(sent)
+            else:
+                response = cast(httpx.Client, self._http).request(
+                    call.method, call.path, **self._settings.request_args(call)
+                )
         except httpx.HTTPError as exc:
             return _responses.attempt_from_exception(call, exc)
         return _responses.attempt_from_response(call, response)
+
+    def _wire_args(self, call: Call[Any]) -> dict[str, Any]:
+        return {
+            "params": call.params,
+            "json_body": call.body,
+            "headers": self._settings.auth if call.authenticated else None,
+        }
+
+    def _take_ahead(self, call: Call[Any]) -> Sent | None:
+        ahead = self._ahead
+        if ahead is None or ahead.thread != threading.get_ident():
+            return None
+        self._ahead = None
+        if ahead.call == call:
+            return ahead.sent
+        ahead.sent.abandon()
+        return None
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.sent.abandon()
 
     # ---- runs ----------------------------------------------------------------------------
 
