@@ -197,10 +197,17 @@ def run_worker(
     from foreman_worker.client import RetryPolicy
     from foreman_worker.presence import Presence
     from foreman_worker.reconciler import Reconciler
-    from foreman_worker.runner import configure, runner_client, runtime_from_settings
+    from foreman_worker.runner import (
+        configure,
+        runner_client,
+        runtime_from_settings,
+        send_claim_ahead,
+        settle,
+    )
     from foreman_worker.worker import ForemanWorker
 
     runtime = runtime_from_settings(connection, registry)
+    runtime.settle_after_job = True  # the worker below calls settle() after each job
     configure(runtime)
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     presence = Presence(
@@ -230,6 +237,8 @@ def run_worker(
         settings=settings,
         reconciler=reconciler,
         presence=presence,
+        before_job=send_claim_ahead,
+        after_job=settle,
         name=name,
     )
     log.info(

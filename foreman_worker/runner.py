@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -41,16 +42,17 @@ from rq import get_current_job
 from rq.job import Job
 
 from foreman_api.schemas import Json, Task, TaskStatus
-from foreman_worker import shutdown
+from foreman_worker import _calls, shutdown
 from foreman_worker._retry import RetryPolicy
 from foreman_worker.context import TaskContext
 from foreman_worker.enqueue import (
+    RUN_TASK,
     default_connection,
     default_namespace,
     enqueue,
     put_on_queue,
 )
-from foreman_worker.errors import Fail, Retry
+from foreman_worker.errors import Fail, ForemanError, Retry
 from foreman_worker.lease import LeaseKeeper
 from foreman_worker.queues import Namespace
 from foreman_worker.registry import Backoff, Registry, TaskHandler, registry
@@ -86,6 +88,8 @@ class Outcome(StrEnum):
     DISCARDED = "discarded"
     """The attempt ran but had lost its claim: its result was refused and dropped."""
     DEFERRED = "deferred"
+    RECORDING = "recording"
+    """The completion was sent; its answer is read after RQ's records (:func:`settle`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,10 @@ class Runtime:
     heartbeat_interval: float = 2.0
     heartbeat_client: ForemanClient | None = None
     """Renews leases; short retries, so a renewal never outlives the lease it renews."""
+    settle_after_job: bool = False
+    """Read a completion's answer after RQ's end-of-job records (:func:`settle`), not
+    before: set by ``foreman-worker``, whose worker calls :func:`settle` after each job."""
+    unsettled: Recording | None = field(default=None, init=False, repr=False)
     _lease: LeaseKeeper | None = field(default=None, init=False, repr=False)
 
     @property
@@ -205,6 +213,36 @@ def run_task(task_id: str) -> str:
     return Runner(get_runtime()).run(task_id, job_id=job_id, rq_queue=origin).value
 
 
+def send_claim_ahead(job: Job) -> None:
+    """Send the claim of a Foreman job before RQ's start-of-job records (see
+    :meth:`Runner.send_claim_ahead`); other jobs are left alone."""
+    if job.func_name == RUN_TASK and len(job.args) == 1:
+        Runner(get_runtime()).send_claim_ahead(str(job.args[0]), job_id=job.id)
+
+
+def settle() -> None:
+    """Finish recording the last job's completion, sent before RQ's end-of-job records.
+
+    The worker calls this after each job; until it returns, the lease is still held and
+    the worker takes no other job. Never raises: a completion the API refused for good is
+    logged, as a job function raising it would have been.
+    """
+    runtime = get_runtime()
+    recording, runtime.unsettled = runtime.unsettled, None
+    if recording is None:
+        return
+    try:
+        recording.settle()
+    except ForemanError as exc:  # e.g. the API stayed away past the shutdown grace
+        log.error(
+            "task %s: its completion was not recorded (%s); the lease will bring it back",
+            recording.task_id,
+            exc,
+        )
+    except Exception:
+        log.exception("task %s: recording its completion failed", recording.task_id)
+
+
 def on_job_failure(
     job: Job,
     connection: Redis,
@@ -236,19 +274,35 @@ class Runner:
     def run(self, task_id: str, *, job_id: str, rq_queue: str = "") -> Outcome:
         # The enqueue marker is left to expire: a job that has started no longer counts as
         # waiting, so the task can be queued again (a retry, a re-run) without a round trip.
-        claim = self.client.update_task(
-            task_id,
-            status=TaskStatus.RUNNING,
-            queue_job_id=job_id,
-            lease_seconds=self.runtime.lease_seconds,
-        )
+        claim = self.client.update_task(task_id, **self._claim(job_id))
         if not claim.success:
             return self._claim_failed(task_id, rq_queue, claim, job_id)
         attempt = Attempt(claim.unwrap(), job_id)
         # The lease is kept until the outcome is recorded: an outcome held back by an API
         # outage still belongs to this attempt when the API returns.
-        with self.runtime.lease.hold(task_id, job_id):
-            return self._attempt(attempt)
+        with contextlib.ExitStack() as lease:
+            lease.enter_context(self.runtime.lease.hold(task_id, job_id))
+            outcome = self._attempt(attempt)
+            unsettled = self.runtime.unsettled
+            if outcome is Outcome.RECORDING and unsettled is not None:
+                unsettled.lease = lease.pop_all()  # let go of by :func:`settle`
+            return outcome
+
+    def send_claim_ahead(self, task_id: str, *, job_id: str) -> None:
+        """Send the claim of ``task_id`` now; :meth:`run` of that job reads its answer.
+
+        The worker calls this before RQ's own start-of-job records, so the API works on the
+        claim while Redis does. A claim that lands for a job that then never runs is like a
+        worker dying after its claim: the lease runs out and the task is recovered.
+        """
+        self.client._send_ahead(_calls.update_task, task_id, **self._claim(job_id))
+
+    def _claim(self, job_id: str) -> dict[str, Any]:
+        return {
+            "status": TaskStatus.RUNNING,
+            "queue_job_id": job_id,
+            "lease_seconds": self.runtime.lease_seconds,
+        }
 
     def _attempt(self, attempt: Attempt) -> Outcome:
         task = attempt.task
@@ -359,6 +413,26 @@ class Runner:
         return call_with_timeout(attempt, (), timeout=handler.timeout, is_async=True)
 
     def _complete(self, attempt: Attempt, output: JsonValue, handler: TaskHandler) -> Outcome:
+        if self.runtime.settle_after_job:
+            # RQ's end-of-job records go to Redis while the API records the completion.
+            # A worker killed in between leaves the task running under its lease: it is
+            # recovered and run again, as if killed during the handler.
+            task_id = str(attempt.task.id)
+            self.client._send_ahead(
+                _calls.update_task,
+                task_id,
+                queue_job_id=attempt.job_id,
+                status=TaskStatus.COMPLETED,
+                output_data=output,
+            )
+            finish = partial(self._record_completion, attempt, output, handler)
+            self.runtime.unsettled = Recording(task_id, finish)
+            return Outcome.RECORDING
+        return self._record_completion(attempt, output, handler)
+
+    def _record_completion(
+        self, attempt: Attempt, output: JsonValue, handler: TaskHandler
+    ) -> Outcome:
         result = self._write(attempt, status=TaskStatus.COMPLETED, output_data=output)
         if result.success:
             return Outcome.COMPLETED
@@ -457,6 +531,19 @@ class Runner:
             error.message,
         )
         return Outcome.DISCARDED
+
+
+@dataclass(slots=True)
+class Recording:
+    """A completion sent to the API, its answer not read yet, and the lease it holds."""
+
+    task_id: str
+    finish: Callable[[], Outcome]
+    lease: contextlib.ExitStack | None = None
+
+    def settle(self) -> Outcome:
+        with self.lease or contextlib.nullcontext():
+            return self.finish()
 
 
 @dataclass(frozen=True, slots=True)

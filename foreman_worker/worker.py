@@ -14,6 +14,13 @@ Another loop keeps this worker's entry in the API's worker registry fresh
 (:mod:`foreman_worker.presence`). RQ's own started-job registry still gets a heartbeat, so
 RQ's maintenance leaves running jobs alone.
 
+**The API and Redis work side by side.** Before RQ writes its start-of-job records, the
+task's claim is already sent (``before_job``: :func:`~foreman_worker.runner.send_claim_ahead`),
+and a completion is sent before RQ's end-of-job records, its answer read afterwards
+(``after_job``: :func:`~foreman_worker.runner.settle`, with the lease held and no new job
+taken until it is recorded). A worker killed between the two leaves its task running under
+its lease: it is recovered and run again, as when killed during the handler.
+
 **Delayed jobs** (retries after a backoff) sit in RQ's ``ScheduledJobRegistry``. Instead of
 RQ's scheduler process (forked per worker, orphaned when the worker is SIGKILLed, and
 holding a 61 s lock that stalls retries after such a kill), a scheduler thread in every
@@ -150,6 +157,8 @@ class ForemanWorker(SimpleWorker):
         settings: WorkerSettings,
         reconciler: Reconciler | None = None,
         presence: Presence | None = None,
+        before_job: Callable[[Job], None] | None = None,
+        after_job: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL)
@@ -162,6 +171,8 @@ class ForemanWorker(SimpleWorker):
         self.settings = settings
         self.reconciler = reconciler
         self.presence = presence
+        self.before_job = before_job
+        self.after_job = after_job
         self._active: tuple[Job, Any] | None = None
         self._active_lock = threading.Lock()
         self._stop_threads = threading.Event()
@@ -356,11 +367,18 @@ class ForemanWorker(SimpleWorker):
         return math.ceil(self.settings.worker_lease)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.before_job is not None:
+            try:
+                self.before_job(job)
+            except Exception:  # only a head start: the job itself does it again
+                log.exception("worker %s: before starting job %s", self.name, job.id)
         execution = self._with_redis("starting a job", partial(self._prepare, job))
         with self._active_lock:
             self._active = (job, execution)
         try:
             self.perform_job(job, queue, execution)
+            if self.after_job is not None:
+                self.after_job()
         finally:
             with self._active_lock:
                 self._active = None

@@ -10,7 +10,8 @@ import functools
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,15 @@ from foreman_worker import Fail, Retry, TaskContext
 from foreman_worker.enqueue import job_is_waiting
 from foreman_worker.lease import LeaseKeeper
 from foreman_worker.registry import Backoff
-from foreman_worker.runner import Outcome, configure, on_job_failure
+from foreman_worker.runner import (
+    Outcome,
+    Runner,
+    Runtime,
+    configure,
+    on_job_failure,
+    send_claim_ahead,
+    settle,
+)
 from foreman_worker.settings import WorkerSettings
 from foreman_worker.worker import ForemanWorker
 from tests.worker_world import World, seconds_from_now
@@ -266,14 +275,19 @@ def test_failure_with_retries_left_is_scheduled_at_the_front_for_its_retry_at(
 
     task = world.task("flaky", max_retries=3)
     world.set_columns(task, retry_count=1)
+    before = datetime.now(UTC)
     assert world.run(task) is Outcome.RETRYING
+    after = datetime.now(UTC)
     retrying = world.get(task)
     assert retrying.status is TaskStatus.RETRYING and retrying.retry_count == 2
     error = error_of(retrying)
     assert error["type"] == "ValueError" and error["message"] == "boom" and error["attempt"] == 2
     assert "Traceback" in str(error["traceback"]) and len(str(error["traceback"])) <= 8192
     # second retry: ceiling 20 s, jitter keeps it in [10, 20]; rand=0.5 gives 15
-    assert 14 <= seconds_from_now(retrying.retry_at) <= 15
+    assert retrying.retry_at is not None
+    slack = timedelta(milliseconds=10)  # stored to the millisecond
+    assert before + timedelta(seconds=15) - slack <= retrying.retry_at
+    assert retrying.retry_at <= after + timedelta(seconds=15) + slack
     [job_id] = world.scheduled().get_job_ids()
     assert world.marker(task) == job_id
     due = world.scheduled().get_scheduled_time(job_id)
@@ -436,3 +450,76 @@ def test_enqueued_job_runs_on_a_worker_once(world: World) -> None:
     assert done.status is TaskStatus.COMPLETED and done.output_data == "ok"
     marker = world.marker(task)  # left to expire: its job ran, so it blocks nothing
     assert marker is not None and not job_is_waiting(world.redis, marker, world.rq_queue())
+
+
+# ---- a completion recorded after RQ's records -------------------------------------------
+
+
+@pytest.fixture
+def settling(world: World) -> Iterator[Runtime]:
+    """The installed runtime of ``foreman-worker``: completions are settled after the job."""
+    runtime = world.runtime(settle_after_job=True)
+    configure(runtime)
+    yield runtime
+    configure(None)
+
+
+def test_a_completion_settled_after_the_job_keeps_the_lease_until_recorded(
+    world: World, settling: Runtime
+) -> None:
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> str:
+        return "done"
+
+    task = world.task("t")
+    assert world.run(task, runner=Runner(settling)) is Outcome.RECORDING
+    # RQ's end-of-job records would be written here: the task is still this job's.
+    waiting = world.get(task)
+    assert waiting.status is TaskStatus.RUNNING and waiting.queue_job_id == "job-1"
+    assert settling.lease.current_task_id == str(task.id)
+    settle()
+    done = world.get(task)
+    assert done.status is TaskStatus.COMPLETED and done.output_data == "done"
+    assert settling.lease.current_task_id is None and settling.unsettled is None
+    settle()  # nothing left: a no-op
+
+
+def test_a_completion_settled_after_a_lost_claim_is_discarded(
+    world: World, settling: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> str:
+        lose_claim(world, ctx.task, "cancelled")
+        return "late"
+
+    task = world.task("t")
+    assert world.run(task, runner=Runner(settling)) is Outcome.RECORDING
+    with caplog.at_level(logging.INFO):
+        settle()
+    assert world.get(task).status is TaskStatus.CANCELLED
+    assert any("result of job job-1 discarded (stale_claim" in w for w in warnings(caplog))
+    assert settling.lease.current_task_id is None
+
+
+def test_a_worker_claims_ahead_and_settles_each_completion(world: World, settling: Runtime) -> None:
+    ran: list[str] = []
+
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> int:
+        ran.append(ctx.task_id)
+        return len(ran)
+
+    tasks = [world.task("t") for _ in range(3)]
+    for task in tasks:
+        world.enqueue(task)
+    worker = ForemanWorker(
+        [world.rq_queue()],
+        connection=world.redis,
+        settings=WorkerSettings(),
+        before_job=send_claim_ahead,
+        after_job=settle,
+    )
+    worker.work(burst=True)
+    assert ran == [str(task.id) for task in tasks]
+    assert [world.get(task).output_data for task in tasks] == [1, 2, 3]
+    assert settling.unsettled is None and settling.lease.current_task_id is None
