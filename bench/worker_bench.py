@@ -1,6 +1,7 @@
 """Worker throughput: raw RQ vs Foreman end to end, 1 and 2 worker processes.
 
-    .venv/bin/python bench/worker_bench.py [--tasks 2000] [--backend postgres|sqlite|both]
+    .venv/bin/python bench/worker_bench.py [--tasks 2000] [--rounds 3]
+                                           [--backend postgres|sqlite|both]
                                            [--no-concurrent] [--no-profile]
 
 Against one Redis (``--redis-url``, default ``redis://127.0.0.1:6379/11``: that database is
@@ -19,6 +20,10 @@ dropped WITH (FORCE) at the end; or a temp SQLite file):
 * **latency**: submit → handler start, 200 tasks submitted one at a time to one idle worker
   (the handler notes its start time in Redis): p50, p99 and max;
 * **profile**: one Foreman worker with per-phase timing and ``py-spy`` (if installed) on it.
+
+Raw RQ and Foreman cases alternate ``--rounds`` times (this machine's speed drifts by
+tens of percent over minutes): the table shows each case's median round, and Foreman ÷ RQ
+is also printed per round, from cases that ran next to each other.
 
 Rates are N / (first job start → last job finish), from stamps the jobs themselves write
 (``bench/worker_bench_app.py``); process start-up and shut-down are not counted. Every case
@@ -713,6 +718,27 @@ def summarise_profile(path: Path, duration: int, top: int = 14) -> str:
 # --------------------------------------------------------------------------- report
 
 
+def median_case(cases: list[CaseResult]) -> CaseResult:
+    """The case with the median rate (the lower middle one of an even count)."""
+    return sorted(cases, key=lambda c: c.rate)[(len(cases) - 1) // 2]
+
+
+def print_rounds(rounds: dict[tuple[str, int], list[CaseResult]]) -> None:
+    """Each round's rates, and Foreman ÷ raw RQ within each round (run side by side)."""
+    if max(len(cases) for cases in rounds.values()) < 2:
+        return
+    print("\nRounds (raw RQ and Foreman alternate; rates in order, then ÷RQ of each round):")
+    for (name, processes), cases in rounds.items():
+        rates = " / ".join(f"{c.rate:.0f}" for c in cases)
+        line = f"  {name} x{processes}: {rates}"
+        rq = rounds.get(("raw RQ", processes))
+        if name != "raw RQ" and rq is not None and len(rq) == len(cases):
+            ratios = sorted(c.rate / r.rate for c, r in zip(cases, rq, strict=True))
+            shown = " / ".join(f"{c.rate / r.rate:.2f}" for c, r in zip(cases, rq, strict=True))
+            line += f"   ÷RQ {shown} (median {ratios[(len(ratios) - 1) // 2]:.2f})"
+        print(line)
+
+
 def print_table(results: list[CaseResult], rq_rate: dict[int, float]) -> None:
     groups = ["workers", "api", "postgres", "redis", "bench"]
     print(
@@ -856,6 +882,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a Redis database of its own: it is flushed at start and end",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="raw RQ and Foreman cases alternate this many times; the table shows medians",
+    )
+    parser.add_argument(
         "--no-concurrent", action="store_true", help="skip the submit-while-consuming case"
     )
     parser.add_argument(
@@ -893,14 +925,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="foreman_wbench_"))
     bench = Bench(args, workdir)
     results: list[CaseResult] = []
-    rq_rate: dict[int, float] = {}
+    rounds: dict[tuple[str, int], list[CaseResult]] = {}
     keep_logs = False
+
+    def record(result: CaseResult) -> None:
+        rounds.setdefault((result.name, result.processes), []).append(result)
+        unit = "jobs/s" if result.name == "raw RQ" else "tasks/s"
+        print(f"  {result.name} x{result.processes}: {result.rate:.0f} {unit}", flush=True)
+
     try:
-        for processes in (1, 2):
-            result = bench.raw_rq(processes)
-            rq_rate[processes] = result.rate
-            results.append(result)
-            print(f"  raw RQ x{processes}: {result.rate:.0f} jobs/s", flush=True)
         backends = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
         for backend in backends:
             database = postgres_database() if backend == "postgres" else sqlite_database(workdir)
@@ -909,16 +942,14 @@ def main(argv: list[str] | None = None) -> int:
                 api.start()
                 label = "PostgreSQL" if backend == "postgres" else "SQLite"
                 with ForemanClient(api.url, api.key) as client:
-
-                    def record(result: CaseResult) -> None:
-                        results.append(result)
-                        print(
-                            f"  {result.name} x{result.processes}: {result.rate:.0f} tasks/s",
-                            flush=True,
-                        )
-
-                    for processes in (1, 2):
-                        record(bench.foreman(api, client, processes, label))
+                    # Raw RQ and Foreman alternate, so a slow spell of this shared machine
+                    # falls on both; each round's pair is compared (run next to each other).
+                    for turn in range(args.rounds):
+                        print(f" round {turn + 1} of {args.rounds}", flush=True)
+                        for processes in (1, 2):
+                            if backend == backends[0]:
+                                record(bench.raw_rq(processes))
+                            record(bench.foreman(api, client, processes, label))
                     if not args.no_concurrent:
                         record(bench.foreman_concurrent(api, client, 2, f"{label}, concurrent"))
                     if backend == backends[0]:
@@ -944,7 +975,10 @@ def main(argv: list[str] | None = None) -> int:
                         bench.notes.insert(1, format_timing(bench.timing))
                 if api.process is not None:
                     stop(api.process)
+        results = [median_case(cases) for cases in rounds.values()]
+        rq_rate = {r.processes: r.rate for r in results if r.name == "raw RQ"}
         print_table(results, rq_rate)
+        print_rounds(rounds)
         for note in bench.notes:
             print(note)
         print(
