@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from foreman_api.http.wire import RowEncoder
-from foreman_api.schemas import Page, Run, Task
+from foreman_api.schemas import Page, Run, Task, format_timestamp
 
 json_values = st.recursive(
     st.none()
@@ -116,3 +116,17 @@ def test_integers_beyond_64_bits_are_written_too(value: Any) -> None:
         "updated_at": now,
     }
     assert json.loads(RowEncoder(Run).encode(row)) == as_model(Run, row)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=5, minutes=30))]),
+    )
+)
+def test_timestamps_are_utc_with_milliseconds(moment: datetime) -> None:
+    text = format_timestamp(moment)
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    expected = aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert text == expected
