@@ -54,7 +54,7 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
 
     asyncpg's default reset runs ``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``
     and ``CLOSE ALL``: one more round trip per request, for session state this code never
-    creates (no SET, no LISTEN, only transaction-scoped advisory locks, no cursors).
+    creates (no SET, no LISTEN, no advisory locks, no cursors).
     """
 
 

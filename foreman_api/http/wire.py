@@ -60,6 +60,12 @@ class RowEncoder:
             }
         )
 
+    def encode_built_page(self, data: str, *, total: int, limit: int, offset: int) -> bytes:
+        """A ``Page`` whose ``data`` is a JSON array of the model built elsewhere (by the
+        database), written as it is."""
+        pagination = {"total": total, "limit": limit, "offset": offset}
+        return dumps({"data": orjson.Fragment(data), "pagination": pagination})
+
 
 def dumps(value: Any) -> bytes:
     try:

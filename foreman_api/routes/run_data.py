@@ -99,9 +99,10 @@ async def list_run_data(call: Call) -> Reply:
         page = await storage.list_entries(call.db, org_id=call.org_id, run_id=run_id, query=query)
     except storage.RunNotFound:
         raise run_not_found(run_id) from None
-    return Reply(
-        ENTRY.encode_page(page.rows, total=page.total, limit=params.limit, offset=params.offset)
-    )
+    paging = {"total": page.total, "limit": params.limit, "offset": params.offset}
+    if page.json is not None:
+        return Reply(ENTRY.encode_built_page(page.json, **paging))
+    return Reply(ENTRY.encode_page(page.rows, **paging))
 
 
 @endpoints.patch(

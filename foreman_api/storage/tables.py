@@ -136,14 +136,20 @@ run_data = sa.Table(
     sa.Column("value", JSON_TYPE, nullable=True),
     sa.Column("tags", JSON_TYPE, nullable=False),
     sa.Column("metadata", JSON_TYPE, nullable=True),
-    # True on exactly one entry per (run_id, key): the latest. Kept by the storage layer.
-    sa.Column("is_latest", sa.Boolean, nullable=False),
     sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
     sa.Column("updated_at", TIMESTAMP_TYPE, nullable=False),
     sa.Index("ix_run_data_id", "id", unique=True),
     sa.Index("ix_run_data_run_key_seq", "run_id", "key", "seq"),
-    sa.Index("ix_run_data_run_latest_key", "run_id", "is_latest", "key"),
-    sa.Index("ix_run_data_run_latest_seq", "run_id", "is_latest", "seq"),
+)
+
+run_data_latest = sa.Table(
+    "run_data_latest",
+    metadata,
+    # One row per (run_id, key) that has entries: the seq of its latest (highest seq).
+    # Kept by the storage layer; its row is also the lock that orders writers of one key.
+    sa.Column("run_id", UUID_TYPE, primary_key=True),
+    sa.Column("key", literal_text(255), primary_key=True),
+    sa.Column("seq", SEQ_TYPE, nullable=False),
 )
 
 run_data_tags = sa.Table(

@@ -1,0 +1,93 @@
+"""Migrations on a database that already holds data, on both backends.
+
+Each test builds its own database at an older revision, writes rows the way that revision's
+code wrote them, and moves it forward (and back).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from foreman_api.storage.engine import create_engine
+from foreman_api.storage.migrate import _config
+from foreman_api.storage.tables import metadata
+from tests.conftest import BACKENDS
+from tests.services import throwaway_postgres_database
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """An empty database of its own (not the session's migrated one)."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
+        yield engine
+        engine.dispose()
+        return
+    with throwaway_postgres_database() as url:
+        engine = create_engine(url, pool_size=1)
+        yield engine
+        engine.dispose()
+
+
+def migrate(engine: sa.Engine, revision: str, *, down: bool = False) -> None:
+    config = _config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def test_the_latest_entry_of_each_key_moves_to_its_own_table_and_back(
+    fresh_engine: sa.Engine,
+) -> None:
+    engine = fresh_engine
+    migrate(engine, "0003")
+    run_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    entries = [("a", False), ("b", False), ("a", True), ("b", True), ("c", True)]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (id, org_id, status, input_data, total_tasks, completed_tasks,"
+                " failed_tasks, created_at, updated_at)"
+                " VALUES (:id, 'org-a', 'running', '{}', 0, 0, 0, :now, :now)"
+            ).bindparams(sa.bindparam("id", type_=sa.Uuid()), sa.bindparam("now", value=now)),
+            {"id": run_id},
+        )
+        for key, latest in entries:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO run_data (id, run_id, org_id, key, value, tags, is_latest,"
+                    " created_at, updated_at)"
+                    " VALUES (:id, :run_id, 'org-a', :key, '1', '[]', :latest, :now, :now)"
+                ).bindparams(
+                    sa.bindparam("id", type_=sa.Uuid()),
+                    sa.bindparam("run_id", type_=sa.Uuid()),
+                    sa.bindparam("now", value=now),
+                ),
+                {"id": uuid.uuid4(), "run_id": run_id, "key": key, "latest": latest},
+            )
+        seqs = conn.execute(sa.text("SELECT key, seq FROM run_data ORDER BY seq")).all()
+    newest = {key: seq for key, seq in seqs}  # the flagged entries are each key's last
+
+    migrate(engine, "head")
+    with engine.connect() as conn:
+        moved = dict(conn.execute(sa.text("SELECT key, seq FROM run_data_latest")).all())
+        # The schema the code declares is the schema the migrations build.
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    assert moved == newest
+
+    migrate(engine, "0003", down=True)
+    with engine.connect() as conn:
+        flagged = conn.execute(
+            sa.text("SELECT key, seq FROM run_data WHERE is_latest ORDER BY key")
+        ).all()
+    assert dict(flagged) == newest
