@@ -86,6 +86,10 @@ WORKER_TTL = 20
 """RQ blocks on the queues for WORKER_TTL - 15 s at a time: short, so stop requests and
 maintenance are handled promptly by an idle worker."""
 MAINTENANCE_INTERVAL = 60
+LOOP_CHECK_INTERVAL = 1.0
+"""RQ's loop sends the worker's heartbeat three times per job and reads the suspension flag
+once per job; here each goes to Redis at most once per this many seconds (the worker's key
+lives WORKER_TTL + 60 s; ``rq suspend`` takes effect within this interval)."""
 REDIS_WAIT_MAX = 1.0
 """Longest pause between two PINGs while the worker waits for Redis to come back."""
 DUPLICATE_SIGNAL_SECONDS = 1.0
@@ -179,6 +183,7 @@ class ForemanWorker(SimpleWorker):
         self._threads: list[threading.Thread] = []
         self._scheduler = RQScheduler(self.queue_names(), connection=connection)
         self._registered = False
+        self._beaten = self._suspension_checked = -math.inf
         self._watchdog: threading.Timer | None = None
 
     def _set_ip_address(self, connection: Redis) -> None:
@@ -246,7 +251,15 @@ class ForemanWorker(SimpleWorker):
         super().register_birth()  # type: ignore[no-untyped-call]
 
     def check_for_suspension(self, burst: bool) -> None:
+        if time.monotonic() - self._suspension_checked < LOOP_CHECK_INTERVAL:
+            return
         self._with_redis("checking for suspension", partial(super().check_for_suspension, burst))
+        self._suspension_checked = time.monotonic()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is None and state == self._state:  # e.g. idle after a job, idle again
+            return
+        super().set_state(state, pipeline)
 
     def run_maintenance_tasks(self) -> None:
         self._with_redis("cleaning registries", super().run_maintenance_tasks)
@@ -261,7 +274,16 @@ class ForemanWorker(SimpleWorker):
         if pipeline is not None:  # only queued on the pipeline: its owner sends it
             super().heartbeat(timeout, pipeline)
             return
-        self._with_redis("sending its heartbeat", partial(super().heartbeat, timeout))
+        if timeout is None and time.monotonic() - self._beaten < LOOP_CHECK_INTERVAL:
+            return
+        self._with_redis("sending its heartbeat", partial(self._beat, timeout))
+
+    def _beat(self, timeout: int | None) -> None:
+        """RQ's heartbeat in one round trip (RQ sends its three commands one by one)."""
+        with self.connection.pipeline(transaction=False) as pipeline:
+            super().heartbeat(timeout, pipeline)
+            pipeline.execute()
+        self._beaten = time.monotonic()
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """RQ's ``perform_job``, with Redis outages waited out before and after the job.

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 from rq.exceptions import AbandonedJobError
+from rq.suspension import resume, suspend
 
 from foreman_api.schemas import Task, TaskStatus
 from foreman_worker import Fail, Retry, TaskContext
@@ -523,3 +524,39 @@ def test_a_worker_claims_ahead_and_settles_each_completion(world: World, settlin
     assert ran == [str(task.id) for task in tasks]
     assert [world.get(task).output_data for task in tasks] == [1, 2, 3]
     assert settling.unsettled is None and settling.lease.current_task_id is None
+
+
+def test_a_worker_stays_registered_and_honours_rq_suspend(world: World) -> None:
+    """RQ's per-job heartbeats and suspension checks go out at most once a second: the
+    worker's key is still kept alive, and ``rq suspend`` still keeps it from taking jobs."""
+    seen: list[tuple[int, bytes | None]] = []
+
+    def new_worker() -> ForemanWorker:
+        return ForemanWorker([world.rq_queue()], connection=world.redis, settings=WorkerSettings())
+
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> None:
+        seen.append((world.redis.ttl(worker.key), world.redis.hget(worker.key, "last_heartbeat")))
+
+    configure(world.runtime())
+    try:
+        worker = new_worker()
+        first = world.task("t")
+        world.enqueue(first)
+        worker.work(burst=True)
+        assert world.get(first).status is TaskStatus.COMPLETED
+        [(ttl, beat)] = seen
+        assert ttl > 0 and beat is not None  # while it ran the job
+
+        suspend(world.redis)
+        held = world.task("t")
+        world.enqueue(held)
+        worker = new_worker()
+        worker.work(burst=True)  # a suspended burst worker leaves at once
+        assert world.get(held).status is TaskStatus.QUEUED
+        resume(world.redis)
+        worker = new_worker()
+        worker.work(burst=True)
+        assert world.get(held).status is TaskStatus.COMPLETED
+    finally:
+        configure(None)
