@@ -23,7 +23,9 @@ dropped WITH (FORCE) at the end; or a temp SQLite file):
 
 Raw RQ and Foreman cases alternate ``--rounds`` times (this machine's speed drifts by
 tens of percent over minutes): the table shows each case's median round, and Foreman ÷ RQ
-is also printed per round, from cases that ran next to each other.
+is also printed per round, from cases that ran next to each other. Before each case the
+script waits (up to 20 s) for the machine to go quiet: a case must not pay for the previous
+one's leftovers (PostgreSQL's autovacuum after thousands of task updates).
 
 Rates are N / (first job start → last job finish), from stamps the jobs themselves write
 (``bench/worker_bench_app.py``); process start-up and shut-down are not counted. Every case
@@ -165,6 +167,20 @@ def machine_busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / TICK
+
+
+def wait_for_quiet(*, busy_below: float = 0.15, longest: float = 20.0) -> float:
+    """Wait until the machine is nearly idle (under ``busy_below`` cores busy over half a
+    second; at most ``longest`` seconds): what the previous case left running (PostgreSQL's
+    autovacuum after thousands of updates, a server finishing its work) must not slow the
+    next. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < longest:
+        before, at = machine_busy_seconds(), time.monotonic()
+        time.sleep(0.5)
+        if (machine_busy_seconds() - before) / (time.monotonic() - at) < busy_below:
+            break
+    return time.monotonic() - started
 
 
 class Sampler:
@@ -364,6 +380,9 @@ class Bench:
 
     def reset(self) -> None:
         self.conn.flushdb()
+        waited = wait_for_quiet()
+        if waited > 1.0:
+            self.notes.append(f"(waited {waited:.1f} s for the machine to go quiet before a case)")
 
     def worker_env(self, api: Api | None = None, **extra: str) -> dict[str, str]:
         env = {
