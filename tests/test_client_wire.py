@@ -7,6 +7,7 @@ because whether a create is retried depends on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -70,6 +71,12 @@ class RawServer:
             threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
+        # A client may close a connection with an answer unread (a call sent ahead and
+        # then dropped): the reset that follows ends this connection, nothing else.
+        with contextlib.suppress(ConnectionError):
+            self._exchange(conn, number)
+
+    def _exchange(self, conn: socket.socket, number: int) -> None:
         reader = conn.makefile("rb")
         with conn:
             while True:
