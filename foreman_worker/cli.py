@@ -229,6 +229,7 @@ def run_worker(
         namespace=runtime.namespace,
         holder=name,
         interval=settings.worker_reap_interval,
+        scan_interval=settings.worker_scan_interval,
     )
     rq_queues = [runtime.namespace.queue(org_id, queue) for queue in queues]
     worker = ForemanWorker(

@@ -43,8 +43,8 @@ PAGE_SIZE = 500
 STUCK_SECONDS = 5.0
 """A job taken from a queue but not started for this long was taken by a dead worker."""
 SCAN_SECONDS = 10.0
-"""How often the waiting tasks are checked against Redis (within 30 s of a loss, with the
-grace below)."""
+"""By default, how often the waiting tasks are checked against Redis (a loss is noticed
+within two intervals plus the grace below); ``FOREMAN_WORKER_SCAN_INTERVAL``."""
 STARTING_SECONDS = 5.0
 """A job that started this recently may still be claiming its task: not lost yet."""
 GRACE_SECONDS = 5.0
@@ -87,6 +87,7 @@ class Reconciler:
         holder: str,
         interval: float = 2.0,
         grace_seconds: float = GRACE_SECONDS,
+        scan_interval: float | None = None,
     ) -> None:
         self.client = client
         self.connection = connection
@@ -95,6 +96,7 @@ class Reconciler:
         self.holder = holder
         self.interval = interval
         self.grace_seconds = grace_seconds
+        self.scan_interval = SCAN_SECONDS if scan_interval is None else scan_interval
         self._intermediate: dict[str, float] = {}
         """Job ids seen in intermediate lists, with when they were first seen."""
 
@@ -108,10 +110,10 @@ class Reconciler:
         if not self.connection.set(lock, self.holder, nx=True, px=int(self.interval * 1000)):
             return Pass(skipped=True)
         # Lost workers are looked for on every pass; the (longer) scan of the waiting tasks
-        # against Redis runs once per SCAN_SECONDS, so a large backlog costs little.
+        # against Redis runs once per scan interval, so a large backlog costs little.
         scan_lock = self.namespace.lock("reconciler-scan", self.org_id)
         scan = bool(
-            self.connection.set(scan_lock, self.holder, nx=True, px=int(SCAN_SECONDS * 1000))
+            self.connection.set(scan_lock, self.holder, nx=True, px=int(self.scan_interval * 1000))
         )
         first = self._look(scan)
         if first is None:

@@ -35,6 +35,9 @@ class WorkerSettings(BaseSettings):
     """How often a busy worker renews its lease (a background thread does it)."""
     worker_reap_interval: float = Field(default=2.0, gt=0.0, le=60.0)
     """How often each worker looks for jobs whose worker stopped renewing its lease."""
+    worker_scan_interval: float = Field(default=10.0, gt=0.0, le=600.0)
+    """How often the reconciler checks the tasks that should wait on a queue against Redis
+    (a job Redis lost is put back within about twice this)."""
     worker_shutdown_grace: float = Field(default=30.0, gt=0.0, le=86400.0)
     """After SIGTERM/SIGINT, how long the running task may take to finish. When it runs
     out (or on a second signal) the worker exits at once, leaving the task to be

@@ -2,7 +2,7 @@
 
 One test per experiment, each in its own deployment (throwaway PostgreSQL database, private
 ``redis-server``, ``foreman-api serve``, three ``foreman-worker`` processes) with
-:data:`bench.chaos.CI_SCALE` (80 tasks, 30 s without progress ends the wait). Each asserts
+:data:`bench.chaos.CI_SCALE` (60 tasks, 30 s without progress ends the wait). Each asserts
 the reliability bar of DESIGN.md §4/§7: no task stranded, no outcome recorded by a stale
 attempt, every run's counters equal to the task table. The logs of a failed experiment stay
 in the test's ``tmp_path``.
@@ -38,7 +38,9 @@ def services() -> None:
         unavailable(problem)
 
 
-@pytest.mark.parametrize("name", list(EXPERIMENTS))
+# "none" (the same work without a fault) is left to bench/chaos.py: every experiment here
+# does that work too, under its fault.
+@pytest.mark.parametrize("name", [name for name in EXPERIMENTS if name != "none"])
 def test_every_task_finishes_once_and_counters_are_exact(name: str, tmp_path: Path) -> None:
     report = run_experiment(name, CI_SCALE, workdir=tmp_path)
     print(format_table([report]))

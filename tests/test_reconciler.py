@@ -253,11 +253,9 @@ def test_organisations_do_not_see_each_others_tasks(
         one_job_each(world, mine)
 
 
-def test_the_scan_of_waiting_tasks_is_rationed(
-    world: World, worker: Reconciler, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Lost workers are looked for on every pass; waiting tasks once per SCAN_SECONDS."""
-    monkeypatch.setattr(reconciler, "SCAN_SECONDS", 60.0)
+def test_the_scan_of_waiting_tasks_is_rationed(world: World, worker: Reconciler) -> None:
+    """Lost workers are looked for on every pass; waiting tasks once per scan interval."""
+    worker.scan_interval = 60.0
     task = world.task("t")
     world.enqueue(task)
     assert next_pass(worker).checked == 1

@@ -184,6 +184,11 @@ def workers(api: ApiServer, redis_url: str, tmp_path: Path) -> Iterator[Workers]
         "FOREMAN_API_KEY": api.key,
         "FOREMAN_REDIS_URL": redis_url,
         "PYTHONPATH": str(ROOT),
+        # A lost task comes back when its lease runs out: 4 s (renewed every second)
+        # rather than the default 10 s, so recovery tests wait less.
+        "FOREMAN_WORKER_LEASE": "4",
+        "FOREMAN_WORKER_HEARTBEAT_INTERVAL": "1",
+        "FOREMAN_WORKER_REAP_INTERVAL": "1",
     }
     pool = Workers(env=env, log_dir=tmp_path)
     try:
