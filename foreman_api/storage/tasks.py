@@ -115,23 +115,6 @@ async def create_task(
     try:
         now = utcnow()
         async with db.transaction(write=True) as tx:
-            # A repeated idempotency key meets the unique index at the INSERT below, which
-            # rolls this transaction back (the counter too): see the except clause.
-            counted = await tx.run(
-                _COUNT_NEW_TASK, {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
-            )
-            if counted != 1:
-                if idempotency_key is not None:  # the task may predate the run's end
-                    existing = await _by_idempotency_key(tx, org_id=org_id, key=idempotency_key)
-                    if existing is not None:
-                        return _replay(existing, run_id=run_id, type=type)
-                run = await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id})
-                if run is None:
-                    raise run_not_found(run_id)
-                raise Conflict(
-                    f"cannot create a task in run {run_id}: the run is {run['status']}",
-                    code="run_finished",
-                )
             if parent_task_id is not None and not await task_belongs_to_run(
                 tx, org_id=org_id, run_id=run_id, task_id=parent_task_id
             ):
@@ -160,19 +143,38 @@ async def create_task(
                 "updated_at": now,
                 "queued_at": now if status is TaskStatus.QUEUED else None,
             }
+            # A repeated idempotency key meets the unique index here, which rolls this
+            # transaction back: see the except clause.
             row = await tx.one(_INSERT_TASK, values)
+            # The run is counted last: its row stays locked from here to the commit only,
+            # which is what orders concurrent creates in one run. A run that is not this
+            # organisation's, or that has finished, counts nothing, and raising below rolls
+            # the insert back.
+            counted = await tx.run(
+                _COUNT_NEW_TASK, {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
+            )
+            if counted != 1:
+                run = await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id})
+                if run is None:
+                    raise run_not_found(run_id)
+                raise Conflict(
+                    f"cannot create a task in run {run_id}: the run is {run['status']}",
+                    code="run_finished",
+                )
         if row is None:
             raise RuntimeError("INSERT … RETURNING returned no row")
         served = options is not None and as_utc(options["last_seen_at"]) >= live_since(now)
         return CreatedTask(row=row, replayed=False, served=served)
     except IntegrityViolation:
-        if idempotency_key is None:
-            raise
-        # A concurrent create with the same key won the unique index: answer with its task.
-        existing = await _by_idempotency_key(db, org_id=org_id, key=idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, run_id=run_id, type=type)
+        if idempotency_key is not None:
+            # The key was used before (or by a concurrent create that won the unique
+            # index): answer with its task, even if the run has finished since.
+            existing = await _by_idempotency_key(db, org_id=org_id, key=idempotency_key)
+            if existing is not None:
+                return _replay(existing, run_id=run_id, type=type)
+        if await db.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}) is None:
+            raise run_not_found(run_id) from None  # the task's foreign key: no such run
+        raise
 
 
 def _option(given: Any, options: Row | None, name: str, default: Any) -> Any:
