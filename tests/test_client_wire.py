@@ -316,9 +316,18 @@ def test_a_call_sent_ahead_is_answered_once(serve: Callable[..., RawServer]) -> 
 
 
 def test_another_call_drops_the_answer_sent_ahead(serve: Callable[..., RawServer]) -> None:
-    server = serve(lambda e: answer(200, task_json() if "PATCH" in e.request_line else run_json()))
+    claimed = threading.Event()
+
+    def reply(exchange: Exchange) -> bytes:
+        if "PATCH" in exchange.request_line:
+            claimed.set()
+            return answer(200, task_json())
+        return answer(200, run_json())
+
+    server = serve(reply)
     with client_for(server.url) as client:
         send_claim_ahead(client)
+        assert claimed.wait(5)  # each connection has its own server thread: keep the order
         assert client.get_run(RUN_ID).success  # not the call sent ahead
         assert claim(client).success  # sent again: the early answer was dropped
     assert [e.request_line.split(" ")[0] for e in server.exchanges] == ["PATCH", "GET", "PATCH"]
