@@ -21,7 +21,7 @@ for ``https://``, proxies and custom transports.
 from __future__ import annotations
 
 import http.client
-import json
+import json as jsonlib
 import select
 import socket
 import threading
@@ -68,7 +68,7 @@ class Wire:
         path: str,
         *,
         params: tuple[tuple[str, str], ...] = (),
-        json_body: Any = None,
+        json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Sent:
         """Write one request; its answer is read by :meth:`receive` (or dropped by
@@ -80,9 +80,9 @@ class Wire:
         if headers:
             all_headers.update(headers)
         body: bytes | None = None
-        if json_body is not None:
-            body = json.dumps(
-                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        if json is not None:
+            body = jsonlib.dumps(
+                json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
             all_headers.update(_JSON_HEADERS)
         elif method in ("POST", "PUT", "PATCH"):

@@ -156,34 +156,22 @@ class ForemanClient(ClientBase):
             return  # the real call reports it
         self._drop_ahead()
         try:
-            sent = self._wire.send(call.method, call.path, **self._wire_args(call))
+            sent = self._wire.send(call.method, call.path, **self._settings.request_args(call))
         except httpx.HTTPError:
             return  # the real call tries again and reports what happens
         self._ahead = _Ahead(threading.get_ident(), call, sent)
 
     def _attempt(self, call: Call[T]) -> Attempt[T]:
+        args = self._settings.request_args(call)
         try:
-            if self._wire is not None:
-                ahead = self._take_ahead(call)
-                if ahead is not None:
-                    response = self._wire.receive(ahead)
-                else:
-                    sent = self._wire.send(call.method, call.path, **self._wire_args(call))
-                    response = self._wire.receive(sent)
+            if self._wire is None:
+                response = cast(httpx.Client, self._http).request(call.method, call.path, **args)
             else:
-                response = cast(httpx.Client, self._http).request(
-                    call.method, call.path, **self._settings.request_args(call)
-                )
+                sent = self._take_ahead(call) or self._wire.send(call.method, call.path, **args)
+                response = self._wire.receive(sent)
         except httpx.HTTPError as exc:
             return _responses.attempt_from_exception(call, exc)
         return _responses.attempt_from_response(call, response)
-
-    def _wire_args(self, call: Call[Any]) -> dict[str, Any]:
-        return {
-            "params": call.params,
-            "json_body": call.body,
-            "headers": self._settings.auth if call.authenticated else None,
-        }
 
     def _take_ahead(self, call: Call[Any]) -> Sent | None:
         ahead = self._ahead
