@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from rq import SimpleWorker
 from rq.exceptions import AbandonedJobError
 from rq.suspension import resume, suspend
 
@@ -524,6 +526,88 @@ def test_a_worker_claims_ahead_and_settles_each_completion(world: World, settlin
     assert ran == [str(task.id) for task in tasks]
     assert [world.get(task).output_data for task in tasks] == [1, 2, 3]
     assert settling.unsettled is None and settling.lease.current_task_id is None
+
+
+def rq_records(world: World, worker_name: str) -> dict[str, list[object]]:
+    """RQ's keys in Redis and what they hold, ids and times left out: job and execution
+    ids become ``<id>``, this worker's name ``<worker>`` (other workers' keys are left
+    out), hashes show their field names (and state, status and job count), sorted sets and
+    sets their members."""
+
+    def plain(raw: bytes | str) -> str:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        return re.sub(r"[0-9a-f]{32}", "<id>", text.replace(worker_name, "<worker>"))
+
+    records: dict[str, list[object]] = {}
+    for key in world.redis.scan_iter("rq:*"):
+        name = plain(key)
+        if name.startswith("rq:worker:") and "<worker>" not in name:
+            continue
+        kind = world.redis.type(key).decode()
+        held: object
+        if kind == "hash":
+            fields = {plain(k): v for k, v in world.redis.hgetall(key).items()}
+            shown = ("state", "successful_job_count", "status")
+            held = sorted(f"{k}={v.decode()}" if k in shown else k for k, v in fields.items())
+        elif kind == "zset":
+            held = sorted(plain(m) for m in world.redis.zrange(key, 0, -1))
+        elif kind == "set":
+            held = sorted(plain(m) for m in world.redis.smembers(key))
+        elif kind == "list":
+            held = [plain(m) for m in world.redis.lrange(key, 0, -1)]
+        else:
+            held = kind
+        records.setdefault(name, []).append(held)
+    return {name: sorted(held, key=str) for name, held in records.items()}
+
+
+def test_a_worker_writes_the_records_rq_itself_writes(world: World) -> None:
+    """ForemanWorker writes RQ's start-of-job and end-of-job records of a Foreman job in
+    one round trip each, without RQ's reads: what Redis holds while a job runs, and after
+    it, is what RQ's own SimpleWorker leaves."""
+    seen: list[dict[str, list[object]]] = []
+    name: list[str] = []
+
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> None:
+        seen.append(rq_records(world, name[0]))
+
+    def run_two(worker: SimpleWorker) -> list[dict[str, list[object]]]:
+        seen.clear()
+        name[:] = [worker.name]
+        first, second = world.task("t"), world.task("t")
+        world.enqueue(first)
+        world.enqueue(second)
+        worker.work(burst=True)
+        done = [world.get(first), world.get(second)]
+        assert [t.status for t in done] == [TaskStatus.COMPLETED] * 2, done[0].error_data
+        return list(seen)
+
+    configure(world.runtime())
+    try:
+        queues = [world.rq_queue()]
+        ours = run_two(ForemanWorker(queues, connection=world.redis, settings=WorkerSettings()))
+        theirs = run_two(SimpleWorker(queues, connection=world.redis))
+    finally:
+        configure(None)
+    # while the first job runs; while the second runs (the first one's records are gone)
+    assert ours == theirs
+    assert ours[1]["rq:worker:<worker>"] == [
+        [
+            "birth",
+            "hostname",
+            "ip_address",
+            "last_heartbeat",
+            "pid",
+            "python_version",
+            "queues",
+            "state=busy",
+            "successful_job_count=1",
+            "total_working_time",
+            "version",
+        ]
+    ]
+    assert world.redis.llen(f"rq:queue:{world.rq_queue()}:intermediate") == 0
 
 
 def test_a_worker_stays_registered_and_honours_rq_suspend(world: World) -> None:

@@ -254,6 +254,31 @@ def test_many_tasks_complete_and_run_counters_match(
     assert all(t.status == TaskStatus.COMPLETED for t in page.data)
     echoed = [cast(dict[str, Any], t.output_data)["echo"]["i"] for t in page.data]
     assert sorted(echoed) == list(range(count))
+    assert rq_records_left(conn, {str(t.queue_job_id) for t in page.data}) == []
+
+
+def rq_records_left(conn: redis.Redis, job_ids: set[str], wait: float = 5) -> list[str]:
+    """RQ's keys that still hold one of these jobs (its hash, its executions, an entry in a
+    started registry or an intermediate list), once the workers have had ``wait`` seconds
+    to write their end-of-job records."""
+
+    def left() -> list[str]:
+        found = [
+            key.decode()
+            for pattern in ("rq:job:*", "rq:execution:*", "rq:executions:*")
+            for key in conn.scan_iter(pattern)
+            if key.decode().split(":")[2] in job_ids
+        ]
+        for key in conn.scan_iter("rq:wip:*"):
+            found += [key.decode() for m in conn.zrange(key, 0, -1) if m.decode()[:32] in job_ids]
+        for key in conn.scan_iter("rq:queue:*:intermediate"):
+            found += [key.decode() for m in conn.lrange(key, 0, -1) if m.decode() in job_ids]
+        return found
+
+    deadline = time.monotonic() + wait
+    while (found := left()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
 
 
 def test_sigkilled_worker_task_completes_on_the_other(
