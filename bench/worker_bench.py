@@ -480,16 +480,7 @@ class Bench:
         env = self.worker_env()
         workers = [
             spawn(
-                [
-                    str(BIN / "rq"),
-                    "worker",
-                    "--burst",
-                    "-w",
-                    "rq.worker.SimpleWorker",
-                    "--url",
-                    self.redis_url,
-                    QUEUE,
-                ],
+                self.rq_worker_argv(burst=True),
                 env,
                 self.workdir / f"rq-{processes}-{i}.log",
             )
@@ -531,6 +522,10 @@ class Bench:
                 f"{counters}, tasks listed completed = {listed}, expected {self.n}"
             )
         return f"{listed}/{self.n} completed, run counters ok"
+
+    def rq_worker_argv(self, burst: bool) -> list[str]:
+        argv = [str(BIN / "rq"), "worker", "-w", "rq.worker.SimpleWorker", "--url", self.redis_url]
+        return [*argv, "--burst", QUEUE] if burst else [*argv, QUEUE]
 
     def foreman_worker_argv(self, burst: bool) -> list[str]:
         argv = [str(BIN / "foreman-worker"), "--app", APP, "--queue", QUEUE]
@@ -615,7 +610,7 @@ class Bench:
         return result
 
     def latency(self, api: Api, client: ForemanClient, count: int = 200) -> list[float]:
-        """Submit → handler start, in ms, one task at a time on an idle worker."""
+        """Submit → handler start, in ms, one task at a time on an idle Foreman worker."""
         self.reset()
         run_id = str(client.create_run({"bench": "latency"}).unwrap().id)
         worker = spawn(
@@ -623,27 +618,57 @@ class Bench:
             self.worker_env(api),
             self.workdir / "fw-latency.log",
         )
+
+        def submit_one() -> str:
+            task = submit(run_id, "bench.stamp", client=client, queue=QUEUE, connection=self.conn)
+            return str(task.id)
+
+        return self.time_starts(worker, submit_one, count, "Foreman latency")
+
+    def raw_rq_latency(self, count: int = 200) -> list[float]:
+        """Enqueue → job start, in ms, one job at a time on an idle raw RQ SimpleWorker."""
+        self.reset()
+        queue = Queue(QUEUE, connection=self.conn)
+        worker = spawn(
+            self.rq_worker_argv(burst=False), self.worker_env(), self.workdir / "rq-latency.log"
+        )
+
+        def enqueue_one() -> str:
+            key = uuid.uuid4().hex
+            queue.enqueue("worker_bench_app.stamp", key, result_ttl=0)
+            return key
+
+        return self.time_starts(worker, enqueue_one, count, "raw RQ latency")
+
+    def time_starts(
+        self,
+        worker: subprocess.Popen[bytes],
+        submit_one: Callable[[], str],
+        count: int,
+        what: str,
+    ) -> list[float]:
+        """Latencies (ms) from each ``submit_one`` call to the job's start stamp."""
         deadline = time.monotonic() + 30
         while self.conn.scard("rq:workers") < 1:
             if time.monotonic() > deadline or worker.poll() is not None:
-                raise RuntimeError(f"the worker did not start; see {self.workdir}")
+                raise RuntimeError(f"{what}: the worker did not start; see {self.workdir}")
             time.sleep(0.05)
         time.sleep(1.0)  # past its registration and first reconcile
         latencies = []
         self.submit_calls.clear()
         for _ in range(count):
             submitted = time.time()
-            task = submit(run_id, "bench.stamp", client=client, queue=QUEUE, connection=self.conn)
+            key = submit_one()
             self.submit_calls.append((time.time() - submitted) * 1000)
             deadline = time.monotonic() + 10
-            while (started := self.conn.hget("bench:started", str(task.id))) is None:
+            while (started := self.conn.hget("bench:started", key)) is None:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"task {task.id} did not start within 10 s")
+                    raise RuntimeError(f"{what}: {key} did not start within 10 s")
                 time.sleep(0.0005)
             latencies.append((float(started) - submitted) * 1000)
-            time.sleep(0.02)  # idle between tasks: the worker is waiting on its queue
+            time.sleep(0.02)  # idle between jobs: the worker is waiting on its queue
         worker.send_signal(signal.SIGTERM)
-        self.wait_exit([worker], "Foreman latency")
+        self.wait_exit([worker], what)
         return latencies
 
     # ---- profiling -----------------------------------------------------------------------
@@ -747,7 +772,7 @@ def median_case(cases: list[CaseResult]) -> CaseResult:
 
 def print_rounds(rounds: dict[tuple[str, int], list[CaseResult]]) -> None:
     """Each round's rates, and Foreman ÷ raw RQ within each round (run side by side)."""
-    if max(len(cases) for cases in rounds.values()) < 2:
+    if max((len(cases) for cases in rounds.values()), default=0) < 2:
         return
     print("\nRounds (raw RQ and Foreman alternate; rates in order, then ÷RQ of each round):")
     for (name, processes), cases in rounds.items():
@@ -894,6 +919,13 @@ def format_timing(timing: list[dict[str, float]]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def percentiles(sorted_ms: list[float]) -> str:
+    """p50, p99 and max of sorted latencies in ms, as printed."""
+    p50 = sorted_ms[len(sorted_ms) // 2]
+    p99 = sorted_ms[int(len(sorted_ms) * 0.99) - 1]
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {sorted_ms[-1]:.1f} ms"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks/jobs per case")
@@ -914,6 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-profile", action="store_true", help="skip the timed + py-spy profile case"
+    )
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the submit → start latency cases"
     )
     args = parser.parse_args(argv)
     if not args.redis_url.startswith(("redis://127.0.0.1", "redis://localhost")):
@@ -966,27 +1001,31 @@ def main(argv: list[str] | None = None) -> int:
                 with ForemanClient(api.url, api.key) as client:
                     # Raw RQ and Foreman alternate, so a slow spell of this shared machine
                     # falls on both; each round's pair is compared (run next to each other).
-                    for turn in range(args.rounds):
+                    for turn in range(0 if args.latency_only else args.rounds):
                         print(f" round {turn + 1} of {args.rounds}", flush=True)
                         for processes in (1, 2):
                             if backend == backends[0]:
                                 record(bench.raw_rq(processes))
                             record(bench.foreman(api, client, processes, label))
-                    if not args.no_concurrent:
+                    if not args.no_concurrent and not args.latency_only:
                         record(bench.foreman_concurrent(api, client, 2, f"{label}, concurrent"))
                     if backend == backends[0]:
+                        raw = sorted(bench.raw_rq_latency())
+                        raw_enqueue = sorted(bench.submit_calls)
                         lat = sorted(bench.latency(api, client))
                         bench.notes.insert(
                             0,
                             (
                                 f"\nSubmit → handler start, {label}, one worker, idle, "
-                                f"{len(lat)} tasks one at a time: p50 {lat[len(lat) // 2]:.1f} ms, "
-                                f"p99 {lat[int(len(lat) * 0.99) - 1]:.1f} ms, max {lat[-1]:.1f} ms"
+                                f"{len(lat)} tasks one at a time: {percentiles(lat)}"
                                 f"; of which the submit() call itself (API create + Redis "
                                 f"enqueue) p50 {sorted(bench.submit_calls)[len(lat) // 2]:.1f} ms"
+                                f"\nraw RQ, the same way (Queue.enqueue → job start): "
+                                f"{percentiles(raw)}; of which enqueue() itself "
+                                f"p50 {raw_enqueue[len(raw) // 2]:.1f} ms"
                             ),
                         )
-                    if not args.no_profile and backend == backends[0]:
+                    if not args.no_profile and not args.latency_only and backend == backends[0]:
                         result = bench.foreman(
                             api, client, 1, f"{label}, profiled", timing=True, spy=True
                         )

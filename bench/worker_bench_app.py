@@ -70,6 +70,14 @@ def noop() -> None:
     _mark()
 
 
+def stamp(key: str) -> None:
+    """The raw RQ latency case's job: notes when it started, under ``key``."""
+    started = time.time()  # before connecting: the job's own set-up is not latency
+    conn = _redis()
+    conn.hset("bench:started", key, started)
+    conn.close()
+
+
 @task("bench.noop", queue=QUEUE)
 def foreman_noop(ctx: TaskContext) -> None:
     """The Foreman handler: no input, no output."""
@@ -79,10 +87,7 @@ def foreman_noop(ctx: TaskContext) -> None:
 @task("bench.stamp", queue=QUEUE)
 def foreman_stamp(ctx: TaskContext) -> None:
     """The latency case's handler: notes when it started, by task id."""
-    started = time.time()  # before connecting: the handler's own set-up is not latency
-    conn = _redis()
-    conn.hset("bench:started", ctx.task_id, started)
-    conn.close()
+    stamp(ctx.task_id)
 
 
 # ---- optional per-phase timing of a Foreman worker ------------------------------------
