@@ -182,6 +182,7 @@ QueueName = Annotated[str, Field(pattern=QUEUE_NAME_PATTERN)]
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_RETRIES = 3
 JobId = Annotated[Text, Field(min_length=1, max_length=255)]
+WorkerId = Annotated[Text, Field(min_length=1, max_length=255)]
 LeaseSeconds = Annotated[float, Field(ge=1, le=3600, strict=True)]
 IdempotencyKey = Annotated[Text, Field(min_length=1, max_length=255)]
 
@@ -238,6 +239,11 @@ class TaskUpdate(_Request):
         le=86_400,
         description="With status 'retrying': seconds before the next attempt may start.",
     )
+    worker_id: WorkerId | None = Field(
+        default=None,
+        description="With status 'running': the worker making the claim, kept in the "
+        "task's attempt history.",
+    )
 
 
 class TaskHeartbeat(_Request):
@@ -269,6 +275,32 @@ class Task(_Response):
     started_at: Timestamp | None = None
     completed_at: Timestamp | None = None
     duration_ms: int | None = None
+    attempt_count: int = Field(
+        default=0, description="Attempts so far: each claim starts one (see /attempts)."
+    )
+
+
+class Attempt(_Response):
+    """One attempt of a task: opened by its claim, closed by the move that ended it."""
+
+    number: int = Field(description="1 for the first attempt, counting every claim.")
+    worker_id: str | None = Field(default=None, description="The worker that claimed it.")
+    queue_job_id: str | None = Field(default=None, description="The queue job that ran it.")
+    started_at: Timestamp
+    finished_at: Timestamp | None = None
+    duration_ms: int | None = None
+    outcome: str = Field(
+        description="'running' while it lasts, then the status the task moved to: "
+        "'completed', 'failed', 'retrying' (failed, another attempt follows) or 'cancelled'."
+    )
+    error: JsonValue = Field(
+        default=None,
+        description="The errorData written when it ended (type, message, traceback, ...).",
+    )
+
+
+class AttemptList(_Response):
+    data: list[Attempt]
 
 
 class ReconcileRequest(_Request):
@@ -299,8 +331,6 @@ class Reconciliation(_Response):
 
 
 # ---- workers ----------------------------------------------------------------------------
-
-WorkerId = Annotated[Text, Field(min_length=1, max_length=255)]
 
 
 class HandlerInfo(_Wire):

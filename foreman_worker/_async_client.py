@@ -11,6 +11,7 @@ import httpx
 import tenacity
 
 from foreman_api.schemas import (
+    AttemptList,
     Health,
     Page,
     Reconciliation,
@@ -196,6 +197,7 @@ class AsyncForemanClient(ClientBase):
         queue_job_id: str | Unset | None = UNSET,
         lease_seconds: float | Unset = UNSET,
         retry_delay: float | Unset = UNSET,
+        worker_id: str | Unset = UNSET,
     ) -> Result[Task]:
         """Change a task; an illegal status transition is a ``409`` (code ``conflict``)."""
         return await self._call(
@@ -208,7 +210,12 @@ class AsyncForemanClient(ClientBase):
             queue_job_id=queue_job_id,
             lease_seconds=lease_seconds,
             retry_delay=retry_delay,
+            worker_id=worker_id,
         )
+
+    async def list_attempts(self, task_id: Id) -> Result[AttemptList]:
+        """Every attempt of a task, first to last (worker, job, times, outcome, error)."""
+        return await self._call(_calls.list_attempts, task_id)
 
     async def heartbeat_task(
         self, task_id: Id, *, queue_job_id: str, lease_seconds: float

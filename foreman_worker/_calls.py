@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from foreman_api.schemas import (
+    AttemptList,
     Deleted,
     ErrorDetail,
     Health,
@@ -268,6 +269,7 @@ def update_task(
     queue_job_id: str | Unset | None = UNSET,
     lease_seconds: float | Unset = UNSET,
     retry_delay: float | Unset = UNSET,
+    worker_id: str | Unset = UNSET,
 ) -> Call[Task]:
     path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}"
     if status is not UNSET:
@@ -281,8 +283,14 @@ def update_task(
         queue_job_id=queue_job_id,
         lease_seconds=lease_seconds,
         retry_delay=retry_delay,
+        worker_id=worker_id,
     )
     return Call("PATCH", path, _parse_model(Task), body=body)
+
+
+def list_attempts(task_id: Id) -> Call[AttemptList]:
+    path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}/attempts"
+    return Call("GET", path, _parse_model(AttemptList))
 
 
 def heartbeat_task(task_id: Id, *, queue_job_id: str, lease_seconds: float) -> Call[Task]:

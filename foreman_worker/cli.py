@@ -208,8 +208,9 @@ def run_worker(
 
     runtime = runtime_from_settings(connection, registry)
     runtime.settle_after_job = True  # the worker below calls settle() after each job
-    configure(runtime)
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    runtime.worker_id = name
+    configure(runtime)
     presence = Presence(
         runtime.client,
         worker_id=name,

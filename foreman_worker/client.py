@@ -20,6 +20,7 @@ import httpx
 import tenacity
 
 from foreman_api.schemas import (
+    AttemptList,
     Health,
     Page,
     Reconciliation,
@@ -282,6 +283,7 @@ class ForemanClient(ClientBase):
         queue_job_id: str | Unset | None = UNSET,
         lease_seconds: float | Unset = UNSET,
         retry_delay: float | Unset = UNSET,
+        worker_id: str | Unset = UNSET,
     ) -> Result[Task]:
         """Change a task; an illegal status transition is a ``409`` (code ``conflict``)."""
         return self._call(
@@ -294,7 +296,12 @@ class ForemanClient(ClientBase):
             queue_job_id=queue_job_id,
             lease_seconds=lease_seconds,
             retry_delay=retry_delay,
+            worker_id=worker_id,
         )
+
+    def list_attempts(self, task_id: Id) -> Result[AttemptList]:
+        """Every attempt of a task, first to last (worker, job, times, outcome, error)."""
+        return self._call(_calls.list_attempts, task_id)
 
     def heartbeat_task(
         self, task_id: Id, *, queue_job_id: str, lease_seconds: float

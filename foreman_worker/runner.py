@@ -141,6 +141,8 @@ class Runtime:
     heartbeat_interval: float = 2.0
     heartbeat_client: ForemanClient | None = None
     """Renews leases; short retries, so a renewal never outlives the lease it renews."""
+    worker_id: str | None = None
+    """The worker's name, sent with each claim for the task's attempt history."""
     settle_after_job: bool = False
     """Read a completion's answer after RQ's end-of-job records (:func:`settle`), not
     before: set by ``foreman-worker``, whose worker calls :func:`settle` after each job."""
@@ -298,11 +300,14 @@ class Runner:
         self.client._send_ahead(_calls.update_task, task_id, **self._claim(job_id))
 
     def _claim(self, job_id: str) -> dict[str, Any]:
-        return {
+        claim: dict[str, Any] = {
             "status": TaskStatus.RUNNING,
             "queue_job_id": job_id,
             "lease_seconds": self.runtime.lease_seconds,
         }
+        if self.runtime.worker_id is not None:
+            claim["worker_id"] = self.runtime.worker_id
+        return claim
 
     def _attempt(self, attempt: Attempt) -> Outcome:
         task = attempt.task

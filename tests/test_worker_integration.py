@@ -351,6 +351,15 @@ def test_retries_then_success_and_failure_at_max_retries(
     assert isinstance(failed.error_data, dict)
     assert failed.error_data["type"] == "ValueError"
     assert failed.error_data["message"] == "never works" and failed.error_data["attempt"] == 3
+    # every attempt is kept, with the worker that ran it and the error it ended with
+    history = client.list_attempts(failing.id).unwrap().data
+    assert [a.number for a in history] == [1, 2, 3]
+    assert [a.outcome for a in history] == ["retrying", "retrying", "failed"]
+    assert all(a.worker_id and a.queue_job_id and a.finished_at for a in history)
+    assert [cast(dict[str, Any], a.error)["attempt"] for a in history] == [1, 2, 3]
+    assert len({a.queue_job_id for a in history}) == 3
+    flaky_history = client.list_attempts(flaky.id).unwrap().data
+    assert [a.outcome for a in flaky_history] == ["retrying", "retrying", "completed"]
 
 
 def test_timeout_is_retried_then_fails_as_timeout_error(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
-from foreman_api.http.wire import RowEncoder
+from foreman_api.http.wire import RowEncoder, dumps
 from foreman_api.schemas import (
+    Attempt,
+    AttemptList,
     Page,
     Permission,
     ReconcileRequest,
@@ -24,13 +26,14 @@ from foreman_api.schemas import (
     TaskUpdate,
     WaitingTask,
 )
-from foreman_api.storage import recovery
+from foreman_api.storage import attempts, recovery
 from foreman_api.storage import task_updates as updates
 from foreman_api.storage import tasks as storage
 from foreman_api.storage.rows import task_from_row
 
 endpoints = Endpoints(tags=["tasks"])
 TASK = RowEncoder(Task)
+ATTEMPT = RowEncoder(Attempt)
 
 WARNING_HEADER = "Foreman-Warning"
 _REPLAYED = {
@@ -123,6 +126,26 @@ async def get_task(call: Call) -> Reply:
     return Reply(TASK.encode(row))
 
 
+@endpoints.get(
+    "/tasks/{taskId}/attempts",
+    Permission.TASKS_READ,
+    path_model=TaskPath,
+    response=AttemptList,
+    summary="List a task's attempts",
+)
+async def list_attempts(call: Call) -> Reply:
+    """Every attempt of the task, first to last: the worker and queue job that ran it,
+    when it started and ended, its duration, its outcome (``running`` while it lasts, then
+    the status the task moved to) and the ``errorData`` it ended with. A retry through the
+    API resets ``retryCount`` but keeps this history. ``404`` when the task is not the
+    caller's."""
+    path: TaskPath = call.path
+    rows = await attempts.list_attempts(call.db, org_id=call.org_id, task_id=path.task_id)
+    if not rows:
+        await storage.get_task(call.db, org_id=call.org_id, task_id=path.task_id)  # or 404
+    return Reply(dumps({"data": [ATTEMPT.wire(row) for row in rows]}))
+
+
 @endpoints.patch(
     "/tasks/{taskId}",
     Permission.TASKS_UPDATE,
@@ -155,7 +178,7 @@ async def update_task(call: Call) -> Reply:
     changes = {
         name: getattr(body, name)
         for name in body.model_fields_set
-        if name not in ("status", "lease_seconds", "retry_delay")
+        if name not in ("status", "lease_seconds", "retry_delay", "worker_id")
     }
     row = await updates.update_task(
         call.db,
@@ -165,6 +188,7 @@ async def update_task(call: Call) -> Reply:
         changes=changes,
         lease_seconds=body.lease_seconds,
         retry_delay=body.retry_delay,
+        worker_id=body.worker_id,
     )
     return Reply(TASK.encode(row))
 

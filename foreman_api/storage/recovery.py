@@ -24,7 +24,7 @@ from foreman_api.db import Database
 from foreman_api.db.base import Row
 from foreman_api.schemas import TaskStatus
 from foreman_api.storage.tables import tasks
-from foreman_api.storage.task_updates import touch_run, transition_statement
+from foreman_api.storage.task_updates import move_task, touch_run
 
 EXPIRED_BATCH = 200
 """Leases expired in one call at most; the next call takes the rest."""
@@ -77,10 +77,9 @@ async def _recover(db: Database, *, org_id: str, task: Row, now: datetime) -> Ro
     try:
         async with db.transaction(write=True) as tx:
             await touch_run(tx, org_id=org_id, task_id=task["id"], target=target, now=now)
-            statement = transition_statement(
-                target, ("error_data",), tx.dialect, fenced=True, lease_expired=True
+            row = await move_task(
+                tx, target, ("error_data",), params, fenced=True, lease_expired=True
             )
-            row = await tx.one(statement, params)
             if row is None:
                 raise _AlreadyMoved
             return row

@@ -26,6 +26,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import NotFound
 from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
+from foreman_api.storage.attempts import close_run_attempts
 from foreman_api.storage.rows import elapsed_ms_sql, paged_statements
 from foreman_api.storage.tables import runs, tasks
 
@@ -70,13 +71,16 @@ async def cancel_unfinished_tasks(
 ) -> int:
     """Cancel every task of the run that has not finished; returns how many.
 
-    A worker still running one of them finds its claim gone: its result is refused.
+    A worker still running one of them finds its claim gone: its result is refused, and
+    its attempt is closed as ``cancelled``.
 
     Called with the run row already locked (see the lock order above). A cancelled task
     counts in neither ``completedTasks`` nor ``failedTasks``.
     """
     params = {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
-    return await session.run(_cancel_tasks_statement(session.dialect), params)
+    cancelled = await session.run(_cancel_tasks_statement(session.dialect), params)
+    await close_run_attempts(session, org_id=org_id, run_id=run_id, now=now)
+    return cancelled
 
 
 async def create_run(db: Database, *, org_id: str, input_data: Any, metadata: Any) -> Row:

@@ -89,12 +89,40 @@ tasks = sa.Table(
     # A retrying task's next attempt starts no earlier than this.
     sa.Column("retry_at", TIMESTAMP_TYPE, nullable=True),
     sa.Column("idempotency_key", sa.String(255), nullable=True),
+    # Attempts so far (a claim adds one); numbers the rows of task_attempts.
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_tasks_run_created", "run_id", "created_at"),
     sa.Index("ix_tasks_run_status", "run_id", "status"),
     sa.Index("ix_tasks_parent", "parent_task_id"),
     sa.Index("ix_tasks_org_created", "org_id", "created_at"),
     sa.Index("ix_tasks_org_status_created", "org_id", "status", "created_at"),
     sa.Index("ix_tasks_org_idempotency_key", "org_id", "idempotency_key", unique=True),
+)
+
+task_attempts = sa.Table(
+    "task_attempts",
+    metadata,
+    # One row per attempt: opened by the claim, closed by the move that ends it.
+    sa.Column(
+        "task_id", UUID_TYPE, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("org_id", sa.String(64), nullable=False),
+    sa.Column("run_id", UUID_TYPE, nullable=False),
+    sa.Column("worker_id", sa.String(255), nullable=True),
+    sa.Column("queue_job_id", sa.String(255), nullable=True),
+    sa.Column("started_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("finished_at", TIMESTAMP_TYPE, nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    # "running" while open, then the status the task moved to (completed, retrying, ...).
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", JSON_TYPE, nullable=True),
+    sa.Index(
+        "ix_task_attempts_run_open",
+        "run_id",
+        postgresql_where=sa.text("finished_at IS NULL"),
+        sqlite_where=sa.text("finished_at IS NULL"),
+    ),
 )
 
 workers = sa.Table(

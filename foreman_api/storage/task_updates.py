@@ -42,6 +42,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import BadRequest
 from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
+from foreman_api.storage import attempts
 from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.tasks import get_task_row, task_not_found
@@ -125,6 +126,7 @@ def transition_statement(
     elif target is TaskStatus.RUNNING:
         values["started_at"] = _NOW
         values["retry_at"] = None
+        values["attempt_count"] = tasks.c.attempt_count + 1
     elif target is TaskStatus.RETRYING:
         values["retry_count"] = tasks.c.retry_count + 1
         values["retry_at"] = sa.bindparam("p_retry_at", type_=tasks.c.retry_at.type)
@@ -142,6 +144,30 @@ def transition_statement(
     return tasks.update().where(*where).values(values).returning(tasks)
 
 
+async def move_task(
+    session: Session,
+    target: TaskStatus,
+    changed: tuple[str, ...],
+    params: dict[str, Any],
+    *,
+    fenced: bool = False,
+    lease_expired: bool = False,
+) -> Row | None:
+    """Run the compare-and-set move of :func:`transition_statement` and record it in the
+    task's attempt history (:mod:`foreman_api.storage.attempts`); the moved task, or None
+    when nothing matched (and nothing was written)."""
+    statement = transition_statement(
+        target, changed, session.dialect, fenced=fenced, lease_expired=lease_expired
+    )
+    error = "error_data" in changed
+    if session.dialect == "postgresql":
+        return await session.one(attempts.with_attempt(statement, target, error=error), params)
+    row = await session.one(statement, params)
+    if row is not None:
+        await attempts.record_after_move(session, target, params, error=error)
+    return row
+
+
 @lru_cache(maxsize=64)
 def _fields_statement(changed: tuple[str, ...], *, fenced: bool) -> sa.Update:
     """UPDATE of fields without a status move: unfinished tasks only, fenced if asked."""
@@ -154,13 +180,17 @@ def _fields_statement(changed: tuple[str, ...], *, fenced: bool) -> sa.Update:
 
 
 def _check_options(
-    status: TaskStatus | None, lease_seconds: float | None, retry_delay: float | None
+    status: TaskStatus | None,
+    lease_seconds: float | None,
+    retry_delay: float | None,
+    worker_id: str | None,
 ) -> None:
-    if lease_seconds is not None and status is not TaskStatus.RUNNING:
-        raise BadRequest(
-            "leaseSeconds applies only to a claim (status 'running')",
-            details=[{"field": "leaseSeconds", "message": "only with status 'running'"}],
-        )
+    for field, value in (("leaseSeconds", lease_seconds), ("workerId", worker_id)):
+        if value is not None and status is not TaskStatus.RUNNING:
+            raise BadRequest(
+                f"{field} applies only to a claim (status 'running')",
+                details=[{"field": field, "message": "only with status 'running'"}],
+            )
     if retry_delay is not None and status is not TaskStatus.RETRYING:
         raise BadRequest(
             "retryDelay applies only to a move to 'retrying'",
@@ -177,6 +207,7 @@ async def update_task(
     changes: Mapping[str, Any],
     lease_seconds: float | None = None,
     retry_delay: float | None = None,
+    worker_id: str | None = None,
 ) -> Row:
     """Apply a PATCH: ``changes`` (column → value) and, if given, a status transition.
 
@@ -186,14 +217,17 @@ async def update_task(
     that move; a move to a terminal status sets ``completed_at`` and ``duration_ms``; each
     move to ``retrying`` adds one to ``retry_count`` and sets ``retry_at`` to now plus
     ``retry_delay``. A claim with ``lease_seconds`` holds a lease until renewed by
-    :func:`renew_lease`; leaving ``running`` ends it.
+    :func:`renew_lease`; leaving ``running`` ends it. Each claim opens an attempt (of
+    ``worker_id``, if given) that the next move closes (:mod:`~foreman_api.storage.attempts`).
     """
-    _check_options(status, lease_seconds, retry_delay)
+    _check_options(status, lease_seconds, retry_delay, worker_id)
     now = utcnow()
     values = dict(changes)
     job_id: str | None = values.pop("queue_job_id", None)
     params: dict[str, Any] = {f"v_{name}": value for name, value in values.items()}
-    params.update(p_task_id=task_id, p_org_id=org_id, p_now=now, p_job_id=job_id)
+    params.update(
+        p_task_id=task_id, p_org_id=org_id, p_now=now, p_job_id=job_id, p_worker_id=worker_id
+    )
     if status is TaskStatus.RUNNING:
         lease = now + timedelta(seconds=lease_seconds) if lease_seconds is not None else None
         values.update(queue_job_id=job_id, lease_expires_at=lease)
@@ -230,9 +264,10 @@ async def _apply(
             statement = _fields_statement(tuple(sorted(values)), fenced=fenced)
         else:
             await touch_run(tx, org_id=org_id, task_id=task_id, target=status, now=now)
-            statement = transition_statement(
-                status, tuple(sorted(values)), tx.dialect, fenced=fenced
-            )
+            row = await move_task(tx, status, tuple(sorted(values)), params, fenced=fenced)
+            if row is not None:
+                return row
+            raise _NothingMatched(await _current(tx, org_id=org_id, task_id=task_id))
         row = await tx.one(statement, params)
         if row is not None:
             return row
