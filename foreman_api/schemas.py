@@ -20,6 +20,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import orjson
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -430,6 +431,46 @@ class RunListQuery(PageQuery):
 
 class RunPath(BaseModel):
     run_id: uuid.UUID = Field(alias="runId")
+
+
+class TaskRetry(_Request):
+    """A retry; with ``inputData``, a replay with that input instead of the original."""
+
+    input_data: Json = Field(
+        default=None,
+        description="Replay: run the task again with this input (null is an input too). "
+        "Left out: the task's own input.",
+    )
+
+
+class TaskRetryFilter(_Request):
+    """Which ``failed``/``cancelled`` tasks a bulk retry moves: all conditions hold."""
+
+    run_id: uuid.UUID | None = None
+    type: TaskType | None = None
+    status: Literal[TaskStatus.FAILED, TaskStatus.CANCELLED] | None = Field(
+        default=None, description="Only tasks in this status; left out: failed and cancelled."
+    )
+    created_after: AwareDatetime | None = Field(
+        default=None, description="Only tasks created at or after this time."
+    )
+    created_before: AwareDatetime | None = Field(
+        default=None, description="Only tasks created before this time."
+    )
+    limit: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        strict=True,
+        description="Move at most this many (oldest first); repeat the call for more.",
+    )
+
+
+class Retried(_Response):
+    """What a run or bulk retry moved back to ``queued``."""
+
+    moved: int = Field(description="How many tasks moved (0 when repeated).")
+    task_ids: list[uuid.UUID] = Field(description="The tasks moved, oldest first.")
 
 
 class TaskListQuery(PageQuery):

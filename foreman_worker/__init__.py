@@ -7,7 +7,7 @@ Run the handlers with ``foreman-worker --app your.module``.
 
 from foreman_worker.client import AsyncForemanClient, ForemanClient, RetryPolicy
 from foreman_worker.context import TaskContext
-from foreman_worker.enqueue import enqueue, submit
+from foreman_worker.enqueue import enqueue, resubmit, submit
 from foreman_worker.errors import (
     ApiError,
     ConfigurationError,
@@ -34,6 +34,7 @@ __all__ = [
     "RetryPolicy",
     "TaskContext",
     "enqueue",
+    "resubmit",
     "submit",
     "task",
 ]

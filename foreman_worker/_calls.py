@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -25,6 +26,7 @@ from foreman_api.schemas import (
     Page,
     ReconcileRequest,
     Reconciliation,
+    Retried,
     Run,
     RunCreate,
     RunData,
@@ -35,6 +37,8 @@ from foreman_api.schemas import (
     Task,
     TaskCreate,
     TaskHeartbeat,
+    TaskRetry,
+    TaskRetryFilter,
     TaskStatus,
     TaskUpdate,
     Worker,
@@ -286,6 +290,37 @@ def update_task(
         worker_id=worker_id,
     )
     return Call("PATCH", path, _parse_model(Task), body=body)
+
+
+def retry_task(task_id: Id, *, input_data: Any = UNSET) -> Call[Task]:
+    path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}/retry"
+    return Call("POST", path, _parse_model(Task), body=_body(TaskRetry, input_data=input_data))
+
+
+def retry_run(run_id: Id) -> Call[Retried]:
+    path = f"{API_PREFIX}/runs/{_id(run_id, 'run_id')}/retry"
+    return Call("POST", path, _parse_model(Retried))
+
+
+def retry_tasks(
+    *,
+    run_id: Id | None = None,
+    type: str | None = None,
+    status: TaskStatus | str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: int = 10_000,
+) -> Call[Retried]:
+    body = _body(
+        TaskRetryFilter,
+        run_id=UNSET if run_id is None else _id(run_id, "run_id"),
+        type=_unset_if_none(type),
+        status=UNSET if status is None else _enum(TaskStatus, status, "status"),
+        created_after=_unset_if_none(created_after),
+        created_before=_unset_if_none(created_before),
+        limit=limit,
+    )
+    return Call("POST", f"{API_PREFIX}/tasks/retry", _parse_model(Retried), body=body)
 
 
 def list_attempts(task_id: Id) -> Call[AttemptList]:

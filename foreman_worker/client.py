@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, ParamSpec, Self, TypeVar, cast
 
@@ -24,6 +25,7 @@ from foreman_api.schemas import (
     Health,
     Page,
     Reconciliation,
+    Retried,
     Run,
     RunData,
     RunStatus,
@@ -297,6 +299,38 @@ class ForemanClient(ClientBase):
             lease_seconds=lease_seconds,
             retry_delay=retry_delay,
             worker_id=worker_id,
+        )
+
+    def retry_task(self, task_id: Id, *, input_data: Any = UNSET) -> Result[Task]:
+        """Run a failed or cancelled task again (``queued``, fresh retry budget, history
+        kept); with ``input_data``, a replay with that input. Repeating it is harmless.
+        The API does not enqueue: see :func:`foreman_worker.resubmit`."""
+        return self._call(_calls.retry_task, task_id, input_data=input_data)
+
+    def retry_run(self, run_id: Id) -> Result[Retried]:
+        """Retry every failed or cancelled task of a run; reports what moved."""
+        return self._call(_calls.retry_run, run_id)
+
+    def retry_tasks(
+        self,
+        *,
+        run_id: Id | None = None,
+        type: str | None = None,
+        status: TaskStatus | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 10_000,
+    ) -> Result[Retried]:
+        """Retry every failed (or cancelled) task matching all the conditions given, oldest
+        first, up to ``limit``; reports what moved."""
+        return self._call(
+            _calls.retry_tasks,
+            run_id=run_id,
+            type=type,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
         )
 
     def list_attempts(self, task_id: Id) -> Result[AttemptList]:

@@ -24,7 +24,7 @@ import math
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
 from redis import Redis, RedisError, WatchError
@@ -32,6 +32,7 @@ from rq import Callback, Queue
 from rq.job import JobStatus
 
 from foreman_api.schemas import Task, TaskStatus
+from foreman_worker._calls import UNSET
 from foreman_worker.queues import Namespace
 from foreman_worker.registry import QUEUE_NAME, registry
 from foreman_worker.settings import load_settings
@@ -226,9 +227,40 @@ def submit(
     task = created.unwrap()
     for warning in created.warnings:
         log.warning("task %s (%s): %s", task.id, type, warning)
-    if task.status is TaskStatus.QUEUED:
-        try:
-            enqueue(task, connection=connection, namespace=namespace)
-        except RedisError as exc:  # the task is safe in the database; a reconciler queues it
-            log.warning("task %s created but not enqueued (%s); the reconciler will", task.id, exc)
+    _enqueue_queued(task, connection, namespace, "created")
     return task
+
+
+def resubmit(
+    task_id: str | uuid.UUID,
+    input_data: JsonValue | Any = UNSET,
+    *,
+    client: ForemanClient | None = None,
+    connection: Redis | None = None,
+    namespace: Namespace | None = None,
+) -> Task:
+    """Run a ``failed`` or ``cancelled`` task again and enqueue it; return the Task.
+
+    Through the API it goes back to ``queued`` with a fresh retry budget, its attempt
+    history kept; with ``input_data`` it is a replay with that input. Calling it again is
+    harmless (the task is not moved twice, nor queued twice). If Redis cannot be reached
+    the retry still stands; the workers' reconciler queues it. Raises
+    :class:`~foreman_worker.errors.ApiError` when the API refuses (``409`` for a
+    ``completed`` task, ``404`` for an unknown one).
+    """
+    api = client if client is not None else default_client()
+    task = api.retry_task(str(task_id), input_data=input_data).unwrap()
+    _enqueue_queued(task, connection, namespace, "retried")
+    return task
+
+
+def _enqueue_queued(
+    task: Task, connection: Redis | None, namespace: Namespace | None, done: str
+) -> None:
+    """Enqueue a task the API left ``queued``; Redis being away is logged, not raised."""
+    if task.status is not TaskStatus.QUEUED:
+        return
+    try:
+        enqueue(task, connection=connection, namespace=namespace)
+    except RedisError as exc:  # the task is safe in the database; a reconciler queues it
+        log.warning("task %s %s but not enqueued (%s); the reconciler will", task.id, done, exc)

@@ -445,6 +445,73 @@ CASES = [
         check=lambda d: d == 3,
     ),
     Case(
+        "retry_task (replay)",
+        lambda c: c.retry_task(TASK_ID, input_data={"n": 2}),
+        "POST",
+        f"/api/v1/tasks/{TASK_ID}/retry",
+        httpx.Response(200, json=task_json(status="queued")),
+        body={"inputData": {"n": 2}},
+        check=lambda d: isinstance(d, Task) and d.status is TaskStatus.QUEUED,
+    ),
+    Case(
+        "retry_task",
+        lambda c: c.retry_task(TASK_ID),
+        "POST",
+        f"/api/v1/tasks/{TASK_ID}/retry",
+        httpx.Response(200, json=task_json(status="queued")),
+        body={},
+    ),
+    Case(
+        "retry_run",
+        lambda c: c.retry_run(RUN_ID),
+        "POST",
+        f"/api/v1/runs/{RUN_ID}/retry",
+        httpx.Response(200, json={"moved": 1, "taskIds": [TASK_ID]}),
+        check=lambda d: d.moved == 1 and [str(i) for i in d.task_ids] == [TASK_ID],
+    ),
+    Case(
+        "retry_tasks",
+        lambda c: c.retry_tasks(
+            run_id=RUN_ID,
+            type="charge",
+            status="failed",
+            created_after=datetime(2026, 11, 1, tzinfo=UTC),
+            limit=50,
+        ),
+        "POST",
+        "/api/v1/tasks/retry",
+        httpx.Response(200, json={"moved": 0, "taskIds": []}),
+        body={
+            "runId": RUN_ID,
+            "type": "charge",
+            "status": "failed",
+            "createdAfter": "2026-11-01T00:00:00Z",
+            "limit": 50,
+        },
+        check=lambda d: d.moved == 0,
+    ),
+    Case(
+        "list_attempts",
+        lambda c: c.list_attempts(TASK_ID),
+        "GET",
+        f"/api/v1/tasks/{TASK_ID}/attempts",
+        httpx.Response(
+            200,
+            json={
+                "data": [
+                    {
+                        "number": 1,
+                        "workerId": "w",
+                        "queueJobId": "j",
+                        "startedAt": "2026-11-27T00:00:00.000Z",
+                        "outcome": "running",
+                    }
+                ]
+            },
+        ),
+        check=lambda d: d.data[0].number == 1 and d.data[0].finished_at is None,
+    ),
+    Case(
         "delete_run_data by id",
         lambda c: c.delete_run_data(RUN_ID, id=uuid.UUID(DATA_ID)),
         "DELETE",

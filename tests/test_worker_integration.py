@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from foreman_api.schemas import Run, Task, TaskStatus
 from foreman_api.storage import tables
 from foreman_api.storage.engine import create_engine
-from foreman_worker import ForemanClient, enqueue, submit
+from foreman_worker import ForemanClient, enqueue, resubmit, submit
 from tests.services import free_port, stop_process, throwaway_postgres_database
 
 pytestmark = pytest.mark.integration
@@ -360,6 +360,27 @@ def test_retries_then_success_and_failure_at_max_retries(
     assert len({a.queue_job_id for a in history}) == 3
     flaky_history = client.list_attempts(flaky.id).unwrap().data
     assert [a.outcome for a in flaky_history] == ["retrying", "retrying", "completed"]
+
+
+def test_a_failed_task_replayed_with_new_input_runs_again_and_completes(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    task = new_task("itest.typed", {"x": 1, "y": "north"})
+    failed = wait_terminal(client, task)
+    assert failed.status is TaskStatus.FAILED
+    assert client.get_run(task.run_id).unwrap().failed_tasks == 1
+    replayed = resubmit(task.id, {"x": 1, "y": 2}, client=client, connection=conn)
+    assert replayed.status is TaskStatus.QUEUED and replayed.input_data == {"x": 1, "y": 2}
+    done = wait_terminal(client, task, timeout=15)  # enqueued at once, not by the reconciler
+    assert (done.status, done.output_data) == (TaskStatus.COMPLETED, {"x": 2, "y": 1})
+    run = client.get_run(task.run_id).unwrap()
+    assert (run.total_tasks, run.completed_tasks, run.failed_tasks) == (1, 1, 0)
+    history = client.list_attempts(task.id).unwrap().data
+    assert [(a.number, a.outcome) for a in history] == [(1, "failed"), (2, "completed")]
+    assert cast(dict[str, Any], history[0].error)["type"] == "InvalidInput"
 
 
 def test_timeout_is_retried_then_fails_as_timeout_error(

@@ -75,6 +75,9 @@ class FastPath:
                 self._templates.setdefault(endpoint.method, []).append(_Route(endpoint))
             else:
                 self._fixed[(endpoint.method, endpoint.path.rstrip("/"))] = endpoint
+        self._fixed_methods: dict[str, list[str]] = {}
+        for method, path in sorted(self._fixed):
+            self._fixed_methods.setdefault(path, []).append(method)
         self._databases: dict[asyncio.AbstractEventLoop, Database] = {}
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
@@ -88,6 +91,13 @@ class FastPath:
             if found is not None:
                 endpoint, params = found
                 await self._serve(endpoint, params, scope, receive, send)
+                return
+            allowed = self._fixed_methods.get(scope["path"])
+            if allowed is not None:  # e.g. PATCH /tasks/retry: not /tasks/{taskId}
+                methods = ", ".join(allowed)
+                message = f"method {scope['method']} not allowed; use {methods}"
+                body = error_body(message, "method_not_allowed")
+                await _send(send, Reply(body, 405, {"Allow": methods}), {})
                 return
         elif scope["type"] == "lifespan":
             await self.fallback(scope, receive, self._closing_at_shutdown(send))
@@ -110,6 +120,8 @@ class FastPath:
         endpoint = self._fixed.get((method, path))
         if endpoint is not None:
             return endpoint, {}
+        if path in self._fixed_methods:
+            return None  # a literal path (``/tasks/retry``) is not a template's parameter
         routes = self._templates.get(method)
         if routes:
             parts = path.strip("/").split("/")
@@ -164,7 +176,10 @@ class FastPath:
                 call.query = _validate(endpoint.query_model, query)
             if endpoint.body_model is not None:
                 body = await self._read_body(headers, receive)
-                call.body = _validate(endpoint.body_model, _parse_json(headers, body))
+                parsed = _parse_json(headers, body)
+                if parsed is None and not body and endpoint.body_optional:
+                    parsed = {}
+                call.body = _validate(endpoint.body_model, parsed)
             result = await endpoint.handler(call)
         except ApiError as exc:
             result = _error_reply(exc)

@@ -38,6 +38,8 @@ class Endpoint:
     path_model: type[BaseModel] | None = None
     query_model: type[BaseModel] | None = None
     body_model: type[BaseModel] | None = None
+    body_optional: bool = False
+    """No body (or an empty one) is the body model's defaults."""
     response_model: Any = None
     status: int = 200
     summary: str = ""
@@ -62,6 +64,7 @@ class Endpoints:
         path_model: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
         body: type[BaseModel] | None = None,
+        body_optional: bool = False,
         response: Any = None,
         status: int = 200,
         summary: str = "",
@@ -77,6 +80,7 @@ class Endpoints:
                     path_model=path_model,
                     query_model=query,
                     body_model=body,
+                    body_optional=body_optional,
                     response_model=response,
                     status=status,
                     summary=summary,

@@ -67,9 +67,12 @@ def _stand_in(endpoint: Endpoint) -> Callable[..., Any]:
             )
         )
     if endpoint.body_model is not None:
+        optional = {"annotation": endpoint.body_model | None, "default": None}
         parameters.append(
             inspect.Parameter(
-                "body", inspect.Parameter.KEYWORD_ONLY, annotation=endpoint.body_model
+                "body",
+                inspect.Parameter.KEYWORD_ONLY,
+                **(optional if endpoint.body_optional else {"annotation": endpoint.body_model}),
             )
         )
 

@@ -6,22 +6,28 @@ Handlers parse and respond; :mod:`foreman_api.domain.states` holds the status ma
 
 from __future__ import annotations
 
-from foreman_api.http.call import Call, Reply
+from typing import Any
+
+from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
 from foreman_api.http.wire import RowEncoder
 from foreman_api.schemas import (
     Page,
     Permission,
+    Retried,
     Run,
     RunCreate,
     RunListQuery,
     RunPath,
     RunUpdate,
 )
+from foreman_api.storage import retries
 from foreman_api.storage import runs as storage
 
 endpoints = Endpoints(tags=["runs"])
 RUN = RowEncoder(Run)
+RETRY_BATCH = 1000
+"""Tasks moved per transaction by a run retry."""
 
 
 @endpoints.post(
@@ -96,3 +102,28 @@ async def update_run(call: Call) -> Reply:
         changes={name: getattr(body, name) for name in body.model_fields_set if name != "status"},
     )
     return Reply(RUN.encode(row))
+
+
+@endpoints.post(
+    "/runs/{runId}/retry",
+    Permission.TASKS_UPDATE,
+    path_model=RunPath,
+    response=Retried,
+    summary="Retry every failed or cancelled task of a run",
+)
+async def retry_run(call: Call) -> Reply:
+    """Every ``failed``/``cancelled`` task of the run moves back to ``queued``, as
+    ``POST /tasks/{taskId}/retry`` moves one; a finished run is reopened (``running``).
+    Reports how many moved and which; repeating the call moves nothing more."""
+    path: RunPath = call.path
+    await storage.get_run(call.db, org_id=call.org_id, run_id=path.run_id)  # or 404
+    matching = retries.TaskFilter(run_id=path.run_id)
+    moved: list[Any] = []
+    while True:  # in batches, each its own transaction
+        batch = await retries.retry_tasks(
+            call.db, org_id=call.org_id, matching=matching, limit=RETRY_BATCH
+        )
+        moved.extend(batch)
+        if len(batch) < RETRY_BATCH:
+            break
+    return reply(Retried(moved=len(moved), task_ids=[row["id"] for row in moved]))

@@ -7,6 +7,8 @@ including the claim's compare-and-set. Served by :mod:`foreman_api.http`.
 
 from __future__ import annotations
 
+from foreman_api.domain.states import INVALID_TRANSITION
+from foreman_api.errors import Conflict
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
 from foreman_api.http.wire import RowEncoder, dumps
@@ -17,19 +19,23 @@ from foreman_api.schemas import (
     Permission,
     ReconcileRequest,
     Reconciliation,
+    Retried,
     Task,
     TaskCreate,
     TaskHeartbeat,
     TaskListQuery,
     TaskPath,
+    TaskRetry,
+    TaskRetryFilter,
     TaskStatus,
     TaskUpdate,
     WaitingTask,
 )
-from foreman_api.storage import attempts, recovery
+from foreman_api.storage import attempts, recovery, retries
 from foreman_api.storage import task_updates as updates
 from foreman_api.storage import tasks as storage
 from foreman_api.storage.rows import task_from_row
+from foreman_api.storage.runs import get_run
 
 endpoints = Endpoints(tags=["tasks"])
 TASK = RowEncoder(Task)
@@ -191,6 +197,79 @@ async def update_task(call: Call) -> Reply:
         worker_id=body.worker_id,
     )
     return Reply(TASK.encode(row))
+
+
+@endpoints.post(
+    "/tasks/{taskId}/retry",
+    Permission.TASKS_UPDATE,
+    path_model=TaskPath,
+    body=TaskRetry,
+    body_optional=True,
+    response=Task,
+    summary="Retry or replay a failed or cancelled task",
+)
+async def retry_task(call: Call) -> Reply:
+    """Run a ``failed`` or ``cancelled`` task again: back to ``queued`` with a fresh retry
+    budget (``retryCount`` 0) and no output, error or end time; its attempts are kept
+    (``/attempts``). With ``inputData`` it is a replay with that input. A failed task
+    leaves its run's ``failedTasks``; a finished run is reopened (``running``).
+
+    ``foreman-worker``'s reconciler puts the task on its queue (the SDK's
+    ``foreman_worker.resubmit`` also enqueues at once). Repeating the call while the task is
+    still unfinished returns it unchanged (``200``); a ``completed`` task, or a replay
+    with other input of an unfinished one, is ``409 invalid_transition``.
+    """
+    path: TaskPath = call.path
+    body: TaskRetry = call.body
+    replay = "input_data" in body.model_fields_set
+    moved = await retries.retry_tasks(
+        call.db,
+        org_id=call.org_id,
+        matching=retries.TaskFilter(task_id=path.task_id),
+        limit=1,
+        input_data=body.input_data if replay else retries.UNSET,
+    )
+    if moved:
+        return Reply(TASK.encode(moved[0]))
+    row = await storage.get_task(call.db, org_id=call.org_id, task_id=path.task_id)
+    state = TaskStatus(row["status"])
+    if state is TaskStatus.COMPLETED or (replay and row["input_data"] != body.input_data):
+        raise Conflict(
+            f"task {path.task_id} is {state}: only a failed or cancelled task can be "
+            "retried or replayed",
+            code=INVALID_TRANSITION,
+        )
+    return Reply(TASK.encode(row))
+
+
+@endpoints.post(
+    "/tasks/retry",
+    Permission.TASKS_UPDATE,
+    body=TaskRetryFilter,
+    body_optional=True,
+    response=Retried,
+    summary="Retry every failed or cancelled task that matches a filter",
+)
+async def retry_tasks(call: Call) -> Reply:
+    """Bulk retry: every ``failed``/``cancelled`` task of the caller's that matches all the
+    given conditions (run, type, status, creation time), oldest first, up to ``limit``,
+    moves back to ``queued`` as a single retry would (see ``POST /tasks/{taskId}/retry``).
+    Reports how many moved and which; repeating the call moves nothing more. A ``runId``
+    that is not the caller's is a ``404``."""
+    body: TaskRetryFilter = call.body
+    if body.run_id is not None:
+        await get_run(call.db, org_id=call.org_id, run_id=body.run_id)  # or 404
+    matching = retries.TaskFilter(
+        run_id=body.run_id,
+        type=body.type,
+        status=body.status,
+        created_after=body.created_after,
+        created_before=body.created_before,
+    )
+    moved = await retries.retry_tasks(
+        call.db, org_id=call.org_id, matching=matching, limit=body.limit
+    )
+    return reply(Retried(moved=len(moved), task_ids=[row["id"] for row in moved]))
 
 
 @endpoints.post(

@@ -1,0 +1,155 @@
+"""Retry and replay: ``failed`` and ``cancelled`` tasks back to ``queued``.
+
+A retried task runs again from scratch: ``queued`` with a fresh retry budget
+(``retryCount`` 0), no output, error, lease or end time; its attempt history is kept and
+its next claim is the next attempt. A replay is a retry with new ``inputData``.
+
+**Counters stay true.** A retried ``failed`` task leaves its run's ``failedTasks`` (a
+cancelled one was counted nowhere), and a run that had finished is reopened: ``running``
+again, without its end time and duration, until its tasks finish again.
+
+**Lock order.** The runs of the tasks to move are locked first (in id order), then the
+tasks move: the order every other writer of runs and tasks follows
+(:mod:`foreman_api.storage.task_updates`), so a retry never deadlocks with a completion or
+a run cancel. Each task moves by compare-and-set on its status, so a task that finished or
+was retried by someone else meanwhile is left alone, and repeating a retry moves nothing
+more: retries are idempotent.
+
+The API does not enqueue: a retried task is ``queued`` in the database, and
+``foreman-worker``'s reconciler puts it on its queue; the SDK's :func:`foreman_worker.resubmit`
+also enqueues at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from foreman_api.clock import utcnow
+from foreman_api.db import Database, Session
+from foreman_api.db.base import Row
+from foreman_api.schemas import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus
+from foreman_api.storage.tables import runs, tasks
+
+RETRYABLE = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
+"""The statuses a retry moves from."""
+UNSET: Any = object()
+"""No new input: a retry, not a replay."""
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks of an organisation a bulk retry moves (all conditions hold)."""
+
+    task_id: uuid.UUID | None = None
+    run_id: uuid.UUID | None = None
+    type: str | None = None
+    status: TaskStatus | None = None
+    """``failed`` or ``cancelled``; None for both."""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def where(self, org_id: str) -> list[sa.ColumnElement[bool]]:
+        statuses = [self.status.value] if self.status is not None else list(RETRYABLE)
+        where = [tasks.c.org_id == org_id, tasks.c.status.in_(statuses)]
+        if self.task_id is not None:
+            where.append(tasks.c.id == self.task_id)
+        if self.run_id is not None:
+            where.append(tasks.c.run_id == self.run_id)
+        if self.type is not None:
+            where.append(tasks.c.type == self.type)
+        if self.created_after is not None:
+            where.append(tasks.c.created_at >= self.created_after)
+        if self.created_before is not None:
+            where.append(tasks.c.created_at < self.created_before)
+        return where
+
+
+async def retry_tasks(
+    db: Database,
+    *,
+    org_id: str,
+    matching: TaskFilter,
+    limit: int,
+    input_data: Any = UNSET,
+) -> list[Row]:
+    """Move up to ``limit`` of the organisation's tasks ``matching`` (oldest first) back to
+    ``queued``; return them as they are now. ``input_data``, if given, replaces each
+    one's input (a replay)."""
+    now = utcnow()
+    async with db.transaction(write=True) as tx:
+        candidates = await tx.all(
+            sa.select(tasks.c.id, tasks.c.run_id)
+            .where(*matching.where(org_id))
+            .order_by(tasks.c.created_at, tasks.c.id)
+            .limit(limit)
+        )
+        if not candidates:
+            return []
+        run_ids = sorted({row["run_id"] for row in candidates})
+        await tx.all(
+            sa.select(runs.c.id)
+            .where(runs.c.id.in_(run_ids), runs.c.org_id == org_id)
+            .order_by(runs.c.id)
+            .with_for_update(key_share=True)
+        )
+        ids = [row["id"] for row in candidates]
+        moved: list[Row] = []
+        failed_per_run: Counter[uuid.UUID] = Counter()
+        for status in RETRYABLE:
+            rows = await tx.all(_move_statement(ids, status, now, input_data))
+            if status == TaskStatus.FAILED.value:
+                failed_per_run.update(row["run_id"] for row in rows)
+            moved.extend(rows)
+        for run_id in sorted({row["run_id"] for row in moved}):
+            await _reopen(tx, run_id=run_id, failed_moved=failed_per_run[run_id], now=now)
+    return sorted(moved, key=lambda row: (row["created_at"], row["id"]))
+
+
+def _move_statement(ids: list[uuid.UUID], status: str, now: datetime, input_data: Any) -> sa.Update:
+    values: dict[str, Any] = {
+        "status": TaskStatus.QUEUED.value,
+        "retry_count": 0,
+        "retry_at": None,
+        "lease_expires_at": None,
+        "output_data": None,
+        "error_data": None,
+        "completed_at": None,
+        "duration_ms": None,
+        "queued_at": now,
+        "updated_at": now,
+    }
+    if input_data is not UNSET:
+        values["input_data"] = input_data
+    return (
+        tasks.update()
+        .where(tasks.c.id.in_(ids), tasks.c.status == status)
+        .values(values)
+        .returning(tasks)
+    )
+
+
+async def _reopen(session: Session, *, run_id: uuid.UUID, failed_moved: int, now: Any) -> None:
+    """Take the moved failed tasks out of the run's ``failedTasks``; a finished run runs
+    again (its end time and duration cleared)."""
+    terminal = [s.value for s in TERMINAL_RUN_STATUSES]
+    reopened = sa.case(
+        (runs.c.status.in_(terminal), sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status
+    )
+    await session.run(
+        runs.update()
+        .where(runs.c.id == run_id)
+        .values(
+            failed_tasks=runs.c.failed_tasks - failed_moved,
+            status=reopened,
+            started_at=sa.func.coalesce(runs.c.started_at, now),
+            completed_at=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.completed_at),
+            duration_ms=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.duration_ms),
+            updated_at=now,
+        )
+    )
