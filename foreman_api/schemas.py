@@ -147,6 +147,14 @@ class _Response(_Wire):
 class RunCreate(_Request):
     input_data: Json
     metadata: Metadata | None = None
+    auto_complete: bool = Field(
+        default=True,
+        strict=True,
+        description="Finish by itself when its last unfinished task settles: 'completed', "
+        "or 'failed' if any task failed for good ('cancelled' if all were cancelled). A "
+        "task created in (or retried from) a run finished that way reopens it. false: the "
+        "run stays open until closed with PATCH.",
+    )
 
 
 class RunUpdate(_Request):
@@ -172,6 +180,9 @@ class Run(_Response):
     started_at: Timestamp | None = None
     completed_at: Timestamp | None = None
     duration_ms: int | None = None
+    auto_complete: bool = Field(
+        default=True, description="Finishes by itself when its last task settles."
+    )
 
 
 # ---- tasks ------------------------------------------------------------------------------
@@ -364,6 +375,20 @@ class Worker(_Response):
     current_task_id: uuid.UUID | None = None
     started_at: Timestamp
     last_seen_at: Timestamp
+
+
+class QueueDepth(_Response):
+    """One queue of the organisation: its unfinished tasks by status, and who serves it."""
+
+    queue: str
+    queued: int = Field(description="Tasks waiting to be taken.")
+    retrying: int = Field(description="Tasks waiting out a retry backoff.")
+    running: int = Field(description="Tasks claimed by a worker.")
+    workers: int = Field(description="Live workers consuming this queue.")
+
+
+class QueueList(_Response):
+    data: list[QueueDepth]
 
 
 # ---- run data ---------------------------------------------------------------------------

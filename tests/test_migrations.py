@@ -91,3 +91,72 @@ def test_the_latest_entry_of_each_key_moves_to_its_own_table_and_back(
             sa.text("SELECT key, seq FROM run_data WHERE is_latest ORDER BY key")
         ).all()
     assert dict(flagged) == newest
+
+
+def test_attempts_and_self_finishing_runs_arrive_on_a_database_with_tasks(
+    fresh_engine: sa.Engine,
+) -> None:
+    """0005 and 0006 add columns to ``tasks`` and ``runs``, which other rows reference (a
+    child task, a run data entry): they must not rebuild those tables, and the rows keep
+    their values, with the new columns at their defaults."""
+    engine = fresh_engine
+    migrate(engine, "0004")
+    run_id, parent_id, child_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    uid = sa.Uuid()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (id, org_id, status, input_data, total_tasks, completed_tasks,"
+                " failed_tasks, created_at, updated_at)"
+                " VALUES (:id, 'org-a', 'running', '{}', 2, 1, 0, :now, :now)"
+            ).bindparams(sa.bindparam("id", type_=uid), sa.bindparam("now", value=now)),
+            {"id": run_id},
+        )
+        for task_id, parent, status in (
+            (parent_id, None, "completed"),
+            (child_id, parent_id, "queued"),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tasks (id, run_id, parent_task_id, org_id, type, status,"
+                    " retry_count, max_retries, created_at, updated_at)"
+                    " VALUES (:id, :run_id, :parent, 'org-a', 't', :status, 1, 3, :now, :now)"
+                ).bindparams(
+                    sa.bindparam("id", type_=uid),
+                    sa.bindparam("run_id", type_=uid),
+                    sa.bindparam("parent", type_=uid),
+                    sa.bindparam("now", value=now),
+                ),
+                {"id": task_id, "run_id": run_id, "parent": parent, "status": status},
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO run_data (id, run_id, task_id, org_id, key, value, tags,"
+                " created_at, updated_at)"
+                " VALUES (:id, :run_id, :task_id, 'org-a', 'k', '1', '[]', :now, :now)"
+            ).bindparams(
+                sa.bindparam("id", type_=uid),
+                sa.bindparam("run_id", type_=uid),
+                sa.bindparam("task_id", type_=uid),
+                sa.bindparam("now", value=now),
+            ),
+            {"id": uuid.uuid4(), "run_id": run_id, "task_id": parent_id},
+        )
+
+    migrate(engine, "head")
+    with engine.connect() as conn:
+        tasks = conn.execute(
+            sa.text("SELECT status, retry_count, attempt_count FROM tasks ORDER BY status")
+        ).all()
+        runs = conn.execute(
+            sa.text("SELECT status, total_tasks, auto_complete, auto_completed FROM runs")
+        ).all()
+        assert conn.execute(sa.text("SELECT count(*) FROM task_attempts")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM run_data")).scalar() == 1
+    assert [tuple(t) for t in tasks] == [("completed", 1, 0), ("queued", 1, 0)]
+    assert [tuple(r) for r in runs] == [("running", 2, True, False)]
+
+    migrate(engine, "0004", down=True)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar() == 2

@@ -49,13 +49,15 @@ def test_a_failed_task_runs_again_from_scratch_and_keeps_its_history(
 ) -> None:
     run = create_run(api, auth)
     task = failed_task(api, auth, run["id"], maxRetries=2)
+    assert counters(api, auth, run["id"]) == ("failed", 1, 0, 1)  # finished by itself
     response = retry(api, auth, task["id"])
     assert response.status_code == 200, response.text
     again = response.json()
     assert (again["status"], again["retryCount"], again["errorData"]) == ("queued", 0, None)
     assert again["completedAt"] is None and again["durationMs"] is None
     assert again["inputData"] == task["inputData"]
-    assert counters(api, auth, run["id"]) == ("running", 1, 0, 0)  # no longer counted failed
+    assert counters(api, auth, run["id"]) == ("running", 1, 0, 0)  # reopened, not failed
+    assert get_run(api, auth, run["id"])["completedAt"] is None
 
     claim(api, auth, task["id"], "job-2", "worker-b")
     assert (
@@ -65,7 +67,7 @@ def test_a_failed_task_runs_again_from_scratch_and_keeps_its_history(
         (1, "failed"),
         (2, "completed"),
     ]
-    assert counters(api, auth, run["id"]) == ("running", 1, 1, 0)
+    assert counters(api, auth, run["id"]) == ("completed", 1, 1, 0)  # and finished again
 
 
 def test_a_replay_runs_with_the_new_input(api: Api, auth: dict[str, str]) -> None:
@@ -154,7 +156,7 @@ def test_a_run_retry_moves_every_failed_and_cancelled_task_once(
     completed_task(api, auth, run["id"])
     other_run = create_run(api, auth)
     untouched = failed_task(api, auth, other_run["id"])
-    assert counters(api, auth, run["id"]) == ("running", 4, 1, 2)
+    assert counters(api, auth, run["id"]) == ("failed", 4, 1, 2)
 
     response = api.client.post(f"{RUNS}/{run['id']}/retry", headers=auth)
     assert response.status_code == 200, response.text

@@ -106,7 +106,9 @@ def test_seed_workflow(api: Api, auth: dict[str, str]) -> None:
     assert get_task(api, auth, task["id"]) == body
 
     finished_run = get_run(api, auth, run["id"])
-    assert finished_run["status"] == "running"  # terminal run statuses are set by PATCH
+    # its last unfinished task settled: the run finished by itself
+    assert finished_run["status"] == "completed" and finished_run["autoComplete"] is True
+    assert finished_run["completedAt"] == body["completedAt"]
     assert (finished_run["totalTasks"], finished_run["completedTasks"]) == (1, 1)
     assert finished_run["failedTasks"] == 0
 

@@ -133,8 +133,9 @@ def task_counter(target: TaskStatus) -> str | None:
 
 
 def task_touches_run(target: TaskStatus) -> bool:
-    """Whether a task's move to ``target`` may change its run (auto-start or a counter)."""
-    return target is TaskStatus.RUNNING or task_counter(target) is not None
+    """Whether a task's move to ``target`` may change its run: a claim may start it, a
+    finished task raises a counter and may finish it (see ``runs.auto_complete``)."""
+    return target is TaskStatus.RUNNING or is_terminal_task(target)
 
 
 STALE_CLAIM = "stale_claim"

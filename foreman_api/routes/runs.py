@@ -39,10 +39,22 @@ RETRY_BATCH = 1000
     summary="Create a run",
 )
 async def create_run(call: Call) -> Reply:
-    """A new run in status ``pending`` with its counters at zero."""
+    """A new run in status ``pending`` with its counters at zero.
+
+    It becomes ``running`` when its first task starts and, unless created with
+    ``autoComplete: false``, finishes by itself when its last unfinished task settles:
+    ``completed``, or ``failed`` if any task failed for good (``cancelled`` if every task
+    was cancelled). Tasks a handler spawns are created before it finishes, so they keep
+    the run open. A task created in a run that finished by itself, or a retry of one of its
+    tasks, reopens it; a run closed with ``PATCH`` stays closed (``409`` for new tasks).
+    """
     body: RunCreate = call.body
     row = await storage.create_run(
-        call.db, org_id=call.org_id, input_data=body.input_data, metadata=body.metadata
+        call.db,
+        org_id=call.org_id,
+        input_data=body.input_data,
+        metadata=body.metadata,
+        auto_complete=body.auto_complete,
     )
     return Reply(RUN.encode(row), 201)
 

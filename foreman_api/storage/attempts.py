@@ -79,14 +79,11 @@ def _step(moved: Any, target: TaskStatus, *, error: bool, dialect: str) -> Any:
     )
 
 
-@lru_cache(maxsize=256)
-def with_attempt(move: sa.Update, target: TaskStatus, *, error: bool) -> sa.Select[Any]:
-    """PostgreSQL: ``move`` (a task UPDATE … RETURNING the task) and its attempt step in
-    one statement, returning what ``move`` returns. ``error``: the move writes
-    ``v_error_data``, which the closed attempt keeps."""
-    moved = move.cte("moved")
-    step = _step(moved, target, error=error, dialect="postgresql").cte("attempt")
-    return sa.select(moved).add_cte(step)
+def step(moved: Any, target: TaskStatus, *, error: bool) -> Any:
+    """PostgreSQL: the attempt step as a CTE of the move's statement (``moved`` is the
+    move's own CTE). ``error``: the move writes ``v_error_data``, which the closed attempt
+    keeps."""
+    return _step(moved, target, error=error, dialect="postgresql").cte("attempt")
 
 
 @lru_cache(maxsize=32)

@@ -150,6 +150,7 @@ async def _reopen(session: Session, *, run_id: uuid.UUID, failed_moved: int, now
             started_at=sa.func.coalesce(runs.c.started_at, now),
             completed_at=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.completed_at),
             duration_ms=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.duration_ms),
+            auto_completed=False,
             updated_at=now,
         )
     )

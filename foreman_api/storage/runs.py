@@ -83,7 +83,9 @@ async def cancel_unfinished_tasks(
     return cancelled
 
 
-async def create_run(db: Database, *, org_id: str, input_data: Any, metadata: Any) -> Row:
+async def create_run(
+    db: Database, *, org_id: str, input_data: Any, metadata: Any, auto_complete: bool = True
+) -> Row:
     now = utcnow()
     values = {
         "id": uuid.uuid4(),
@@ -94,6 +96,8 @@ async def create_run(db: Database, *, org_id: str, input_data: Any, metadata: An
         "total_tasks": 0,
         "completed_tasks": 0,
         "failed_tasks": 0,
+        "auto_complete": auto_complete,
+        "auto_completed": False,
         "created_at": now,
         "updated_at": now,
     }
@@ -175,6 +179,8 @@ async def update_run(
             if is_terminal_run(status):
                 values["completed_at"] = now
                 values["duration_ms"] = duration_ms(current["started_at"], now)
+        if status is not None and is_terminal_run(status) and current["auto_completed"]:
+            values["auto_completed"] = False  # closed explicitly now: no task reopens it
         if not values:
             return current
         values["updated_at"] = now

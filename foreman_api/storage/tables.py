@@ -53,6 +53,10 @@ runs = sa.Table(
     sa.Column("started_at", TIMESTAMP_TYPE, nullable=True),
     sa.Column("completed_at", TIMESTAMP_TYPE, nullable=True),
     sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    # Finish when the last unfinished task settles (the run's choice at creation) ...
+    sa.Column("auto_complete", sa.Boolean, nullable=False, server_default=sa.true()),
+    # ... and whether it did: a new task or a retry reopens such a run, not a closed one.
+    sa.Column("auto_completed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_runs_org_created", "org_id", "created_at"),
     # No index on updated_at: counter updates must stay HOT (migration 0002).
     sa.Index("ix_runs_org_status_created", "org_id", "status", "created_at"),

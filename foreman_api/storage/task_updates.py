@@ -42,7 +42,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import BadRequest
 from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
-from foreman_api.storage import attempts
+from foreman_api.storage import attempts, settle
 from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.tasks import get_task_row, task_not_found
@@ -73,12 +73,15 @@ def _touch_run_statement(target: TaskStatus) -> sa.Update:
         runs.c.id == run_of_task, runs.c.org_id == sa.bindparam("p_org_id")
     )
     now = sa.bindparam("p_now", type_=runs.c.updated_at.type)
+    if not is_terminal_task(target):
+        return statement.where(runs.c.status == RunStatus.PENDING.value).values(
+            status=RunStatus.RUNNING.value, started_at=now, updated_at=now
+        )
+    values: dict[str, Any] = {"updated_at": now}
     counter = task_counter(target)
     if counter is not None:
-        return statement.values({counter: runs.c[counter] + 1, "updated_at": now})
-    return statement.where(runs.c.status == RunStatus.PENDING.value).values(
-        status=RunStatus.RUNNING.value, started_at=now, updated_at=now
-    )
+        values[counter] = runs.c[counter] + 1
+    return statement.values(values)
 
 
 async def touch_run(
@@ -86,14 +89,17 @@ async def touch_run(
 ) -> None:
     """Apply what the task's move does to its run, before the task itself changes.
 
-    ``completed``/``failed`` raise a counter: that locks the run row, so counter moves of
-    one run are serialised with each other and with a run PATCH (which locks the run, then
-    its tasks). A claim starts a run that is still ``pending``; once the run is running the
-    statement matches nothing, takes no lock, and claims of one run proceed in parallel.
+    A move to a finished status (``completed``/``failed`` raise a counter) locks the run
+    row, so such moves of one run are serialised with each other and with a run PATCH
+    (which locks the run, then its tasks); the move's next statement, under that lock, may
+    then finish the run (:mod:`foreman_api.storage.settle`). A claim starts a run that is
+    still ``pending``; once the run is running the statement matches nothing, takes no
+    lock, and claims of one run proceed in parallel.
     """
     if task_touches_run(target):
         await session.run(
-            _touch_run_statement(target), {"p_task_id": task_id, "p_org_id": org_id, "p_now": now}
+            _touch_run_statement(target),
+            {"p_task_id": task_id, "p_org_id": org_id, "p_now": now},
         )
 
 
@@ -161,11 +167,24 @@ async def move_task(
     )
     error = "error_data" in changed
     if session.dialect == "postgresql":
-        return await session.one(attempts.with_attempt(statement, target, error=error), params)
+        return await session.one(with_steps(statement, target, error=error), params)
     row = await session.one(statement, params)
     if row is not None:
         await attempts.record_after_move(session, target, params, error=error)
+        if is_terminal_task(target):
+            await settle.settle_after_move(session, params)
     return row
+
+
+@lru_cache(maxsize=256)
+def with_steps(move: sa.Update, target: TaskStatus, *, error: bool) -> sa.Select[Any]:
+    """PostgreSQL: ``move`` (a task UPDATE … RETURNING the task) with what it entails, in
+    one statement: its attempt step and, for a finishing move, the run's settling."""
+    moved = move.cte("moved")
+    statement = sa.select(moved).add_cte(attempts.step(moved, target, error=error))
+    if is_terminal_task(target):
+        statement = statement.add_cte(settle.step(moved, "postgresql"))
+    return statement
 
 
 @lru_cache(maxsize=64)

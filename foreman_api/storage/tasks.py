@@ -23,6 +23,7 @@ from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE,
     TERMINAL_RUN_STATUSES,
+    RunStatus,
     SortOrder,
     TaskStatus,
     TimeSort,
@@ -56,9 +57,19 @@ _COUNT_NEW_TASK = (
     .where(
         runs.c.id == sa.bindparam("p_run_id"),
         runs.c.org_id == sa.bindparam("p_org_id"),
-        runs.c.status.not_in(_TERMINAL_RUN_VALUES),
+        sa.or_(runs.c.status.not_in(_TERMINAL_RUN_VALUES), runs.c.auto_completed),
     )
-    .values(total_tasks=runs.c.total_tasks + 1, updated_at=sa.bindparam("p_now"))
+    .values(
+        total_tasks=runs.c.total_tasks + 1,
+        updated_at=sa.bindparam("p_now"),
+        # A run that finished by itself runs again (storage.settle); a closed one is refused.
+        status=sa.case(
+            (runs.c.auto_completed, sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status
+        ),
+        completed_at=sa.case((runs.c.auto_completed, None), else_=runs.c.completed_at),
+        duration_ms=sa.case((runs.c.auto_completed, None), else_=runs.c.duration_ms),
+        auto_completed=False,
+    )
 )
 
 

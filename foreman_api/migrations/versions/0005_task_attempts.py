@@ -24,8 +24,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tasks") as batch:
-        batch.add_column(sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"))
+    # Plain ALTER TABLE … ADD COLUMN on both backends: a batch rebuild of ``tasks`` on
+    # SQLite would DROP a table that other rows reference.
+    op.add_column(
+        "tasks", sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0")
+    )
     op.create_table(
         "task_attempts",
         sa.Column(
@@ -57,5 +60,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_task_attempts_run_open", table_name="task_attempts")
     op.drop_table("task_attempts")
-    with op.batch_alter_table("tasks") as batch:
-        batch.drop_column("attempt_count")
+    op.drop_column("tasks", "attempt_count")
