@@ -200,8 +200,36 @@ def main() -> None:
                 run.id, status=RunStatus.COMPLETED if ok else RunStatus.FAILED, output_data=summary
             ).unwrap()
         print_run(client, str(run.id))
+        show_with_the_cli(api_url, client_key, str(run.id))
+    try_next(database_url, client_key, str(run.id))
     if not ok:
         raise SystemExit(1)
+
+
+def show_with_the_cli(api_url: str, key: str, run_id: str) -> None:
+    """The same run through ``foreman runs show``, the command-line view."""
+    print(f"\n$ foreman runs show {run_id}")
+    env = {**os.environ, "FOREMAN_API_URL": api_url, "FOREMAN_API_KEY": key, "COLUMNS": "110"}
+    command = [sys.executable, "-m", "foreman_worker.console", "runs", "show", run_id]
+    subprocess.run(command, cwd=REPO, env=env, check=False)
+
+
+def try_next(database_url: str, key: str, run_id: str) -> None:
+    """Commands to look around this run (and operate Foreman) once the demo has ended."""
+    bin_dir = Path(sys.executable).parent
+    shown = bin_dir.relative_to(REPO) if bin_dir.is_relative_to(REPO) else bin_dir
+    print(
+        f"""
+Try next: serve this demo's database and look around with the `foreman` command
+  FOREMAN_DATABASE_URL={database_url} {shown}/foreman-api serve &
+  export FOREMAN_API_URL=http://127.0.0.1:8000 FOREMAN_API_KEY={key}
+  {shown}/foreman runs ls
+  {shown}/foreman runs show {run_id}
+  {shown}/foreman tasks ls --run {run_id}
+  {shown}/foreman tasks show <task id>      # input, output, error, every attempt
+  {shown}/foreman runs watch <run id>       # live, until the run finishes
+  {shown}/foreman tasks retry <task id>     # a failed or cancelled task, again"""
+    )
 
 
 def wait_for_worker(client: ForemanClient, timeout: float = 60.0) -> None:

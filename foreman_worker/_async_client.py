@@ -15,6 +15,7 @@ from foreman_api.schemas import (
     AttemptList,
     Health,
     Page,
+    QueueList,
     Reconciliation,
     Retried,
     Run,
@@ -293,6 +294,10 @@ class AsyncForemanClient(ClientBase):
     async def list_workers(self) -> Result[Page[Worker]]:
         """The organisation's live workers."""
         return await self._call(_calls.list_workers)
+
+    async def list_queues(self) -> Result[QueueList]:
+        """Per queue: unfinished tasks (queued, retrying, running) and live workers."""
+        return await self._call(_calls.list_queues)
 
     async def delete_worker(self, worker_id: str) -> Result[int]:
         """Deregister a worker; the number removed (0 or 1)."""

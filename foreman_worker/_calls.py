@@ -24,6 +24,7 @@ from foreman_api.schemas import (
     ErrorDetail,
     Health,
     Page,
+    QueueList,
     ReconcileRequest,
     Reconciliation,
     Retried,
@@ -379,6 +380,10 @@ def register_worker(
 
 def list_workers() -> Call[Page[Worker]]:
     return Call("GET", f"{API_PREFIX}/workers", _parse_model(Page[Worker]))
+
+
+def list_queues() -> Call[QueueList]:
+    return Call("GET", f"{API_PREFIX}/queues", _parse_model(QueueList))
 
 
 def delete_worker(worker_id: str) -> Call[int]:

@@ -24,6 +24,7 @@ from foreman_api.schemas import (
     AttemptList,
     Health,
     Page,
+    QueueList,
     Reconciliation,
     Retried,
     Run,
@@ -379,6 +380,10 @@ class ForemanClient(ClientBase):
     def list_workers(self) -> Result[Page[Worker]]:
         """The organisation's live workers."""
         return self._call(_calls.list_workers)
+
+    def list_queues(self) -> Result[QueueList]:
+        """Per queue: unfinished tasks (queued, retrying, running) and live workers."""
+        return self._call(_calls.list_queues)
 
     def delete_worker(self, worker_id: str) -> Result[int]:
         """Deregister a worker; the number removed (0 or 1)."""

@@ -61,6 +61,7 @@ ROUTES = [
     Route("POST", "/api/v1/reconcile", Permission.TASKS_UPDATE, {}),
     Route("PUT", WORKERS + "/{worker}", Permission.TASKS_UPDATE, {"queues": ["q"], "handlers": []}),
     Route("GET", WORKERS, Permission.TASKS_READ),
+    Route("GET", "/api/v1/queues", Permission.TASKS_READ),
     Route("DELETE", WORKERS + "/{worker}", Permission.TASKS_UPDATE),
     Route("POST", RUNS + "/{run}/data", Permission.RUNDATA_WRITE, {"key": "k", "value": 1}),
     Route("GET", RUNS + "/{run}/data", Permission.RUNDATA_READ),

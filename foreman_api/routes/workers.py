@@ -16,6 +16,8 @@ from foreman_api.schemas import (
     Page,
     Pagination,
     Permission,
+    QueueDepth,
+    QueueList,
     Worker,
     WorkerPath,
     WorkerRegistration,
@@ -72,3 +74,17 @@ async def delete_worker(call: Call) -> Reply:
     path: WorkerPath = call.path
     deleted = await storage.delete_worker(call.db, org_id=call.org_id, worker_id=path.worker_id)
     return reply(Deleted(deleted=deleted))
+
+
+@endpoints.get(
+    "/queues",
+    Permission.TASKS_READ,
+    response=QueueList,
+    summary="Queue depths: unfinished tasks per queue, and live workers",
+)
+async def list_queues(call: Call) -> Reply:
+    """Each of the caller's queues that has unfinished tasks or a live worker: how many
+    tasks are ``queued``, ``retrying`` and ``running`` (from the database, the source of
+    truth, whatever Redis holds) and how many live workers consume it."""
+    depths = await storage.queue_depths(call.db, org_id=call.org_id)
+    return reply(QueueList(data=[QueueDepth.model_validate(d) for d in depths]))

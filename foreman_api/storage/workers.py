@@ -154,3 +154,34 @@ async def list_workers(db: Database, *, org_id: str) -> list[Row]:
 async def delete_worker(db: Database, *, org_id: str, worker_id: str) -> int:
     """Forget a worker (it stopped cleanly); returns how many rows went (0 or 1)."""
     return await db.run(_DELETE_WORKER, {"p_org_id": org_id, "p_id": worker_id})
+
+
+_UNFINISHED_BY_QUEUE = (
+    sa.select(tasks.c.queue, tasks.c.status, sa.func.count().label("tasks"))
+    .where(
+        tasks.c.org_id == sa.bindparam("p_org_id"),
+        tasks.c.status.in_(
+            [s.value for s in (TaskStatus.QUEUED, TaskStatus.RETRYING, TaskStatus.RUNNING)]
+        ),
+    )
+    .group_by(tasks.c.queue, tasks.c.status)
+)
+
+
+async def queue_depths(db: Database, *, org_id: str) -> list[dict[str, Any]]:
+    """Per queue (those with unfinished tasks or live workers): tasks queued, retrying and
+    running, and the live workers that consume it; by queue name."""
+    counts = await db.all(_UNFINISHED_BY_QUEUE, {"p_org_id": org_id})
+    live = await list_workers(db, org_id=org_id)
+    depths: dict[str, dict[str, Any]] = {}
+
+    def of(queue: str) -> dict[str, Any]:
+        empty = {"queue": queue, "queued": 0, "retrying": 0, "running": 0, "workers": 0}
+        return depths.setdefault(queue, empty)
+
+    for row in counts:
+        of(row["queue"])[row["status"]] = row["tasks"]
+    for worker in live:
+        for queue in worker["queues"]:
+            of(queue)["workers"] += 1
+    return [depths[name] for name in sorted(depths)]
