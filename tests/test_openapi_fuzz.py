@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import schemathesis
 import sqlalchemy as sa
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 from foreman_api.app import create_app
@@ -78,11 +78,20 @@ def _cleanup() -> Iterator[None]:
     shutil.rmtree(DIRECTORY, ignore_errors=True)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-def test_api_honours_its_openapi_document(case: Any) -> None:
-    case.call_and_validate(excluded_checks=EXCLUDED_CHECKS)
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+# One pytest test per operation, each with its own id (schemathesis's own parametrize gives
+# them all one node id, which pytest-xdist takes for a single test and runs once).
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_api_honours_its_openapi_document(operation: Any) -> None:
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    def honoured(case: Any) -> None:
+        case.call_and_validate(excluded_checks=EXCLUDED_CHECKS)
+
+    honoured()

@@ -38,7 +38,7 @@ ILLEGAL = [
 LEGAL = [
     (source.value, target.value)
     for source, allowed in TASK_TRANSITIONS.items()
-    for target in allowed
+    for target in sorted(allowed)  # a set: sorted, so every process collects the same list
 ]
 
 
