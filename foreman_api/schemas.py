@@ -175,6 +175,9 @@ class Run(_Response):
     total_tasks: int
     completed_tasks: int
     failed_tasks: int
+    cancelled_tasks: int = Field(
+        default=0, description="Tasks cancelled (counted in neither completed nor failed)."
+    )
     created_at: Timestamp
     updated_at: Timestamp
     started_at: Timestamp | None = None

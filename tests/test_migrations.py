@@ -101,7 +101,7 @@ def test_attempts_and_self_finishing_runs_arrive_on_a_database_with_tasks(
     their values, with the new columns at their defaults."""
     engine = fresh_engine
     migrate(engine, "0004")
-    run_id, parent_id, child_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    run_id, parent_id, child_id, other_id = (uuid.uuid4() for _ in range(4))
     now = datetime.now(UTC)
     uid = sa.Uuid()
     with engine.begin() as conn:
@@ -109,13 +109,14 @@ def test_attempts_and_self_finishing_runs_arrive_on_a_database_with_tasks(
             sa.text(
                 "INSERT INTO runs (id, org_id, status, input_data, total_tasks, completed_tasks,"
                 " failed_tasks, created_at, updated_at)"
-                " VALUES (:id, 'org-a', 'running', '{}', 2, 1, 0, :now, :now)"
+                " VALUES (:id, 'org-a', 'running', '{}', 3, 1, 0, :now, :now)"
             ).bindparams(sa.bindparam("id", type_=uid), sa.bindparam("now", value=now)),
             {"id": run_id},
         )
         for task_id, parent, status in (
             (parent_id, None, "completed"),
             (child_id, parent_id, "queued"),
+            (other_id, None, "cancelled"),
         ):
             conn.execute(
                 sa.text(
@@ -150,13 +151,16 @@ def test_attempts_and_self_finishing_runs_arrive_on_a_database_with_tasks(
             sa.text("SELECT status, retry_count, attempt_count FROM tasks ORDER BY status")
         ).all()
         runs = conn.execute(
-            sa.text("SELECT status, total_tasks, auto_complete, auto_completed FROM runs")
+            sa.text(
+                "SELECT status, total_tasks, cancelled_tasks, auto_complete, auto_completed"
+                " FROM runs"
+            )
         ).all()
         assert conn.execute(sa.text("SELECT count(*) FROM task_attempts")).scalar() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM run_data")).scalar() == 1
-    assert [tuple(t) for t in tasks] == [("completed", 1, 0), ("queued", 1, 0)]
-    assert [tuple(r) for r in runs] == [("running", 2, True, False)]
+    assert [tuple(t) for t in tasks] == [("cancelled", 1, 0), ("completed", 1, 0), ("queued", 1, 0)]
+    assert [tuple(r) for r in runs] == [("running", 3, 1, True, False)]  # counted from tasks
 
     migrate(engine, "0004", down=True)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar() == 3

@@ -126,8 +126,10 @@ def test_a_cancelled_task_is_retried_without_touching_failed_counts(
     run = create_run(api, auth)
     failed_task(api, auth, run["id"])
     task = cancelled_task(api, auth, run["id"])
+    assert get_run(api, auth, run["id"])["cancelledTasks"] == 1
     assert retry(api, auth, task["id"]).json()["status"] == "queued"
     assert counters(api, auth, run["id"]) == ("running", 2, 0, 1)
+    assert get_run(api, auth, run["id"])["cancelledTasks"] == 0
 
 
 def test_retry_is_the_organisation_s_own_and_needs_tasks_update(api: Api) -> None:

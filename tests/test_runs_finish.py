@@ -50,7 +50,8 @@ def test_a_run_whose_tasks_were_all_cancelled_is_cancelled(api: Api, auth: dict[
     run = create_run(api, auth)
     task = create_task(api, auth, run["id"])
     finish(api, auth, task["id"], "cancelled")
-    assert get_run(api, auth, run["id"])["status"] == "cancelled"
+    run_after = get_run(api, auth, run["id"])
+    assert (run_after["status"], run_after["cancelledTasks"]) == ("cancelled", 1)
 
 
 def test_a_retrying_task_keeps_the_run_open(api: Api, auth: dict[str, str]) -> None:
@@ -132,7 +133,9 @@ def test_a_run_closed_by_patch_stays_closed(api: Api, auth: dict[str, str]) -> N
     refused = api.client.post(TASKS, headers=auth, json={"runId": run["id"], "type": "t"})
     assert refused.status_code == 409 and refused.json()["code"] == "run_finished"
     cancelled = create_run(api, auth)
+    create_task(api, auth, cancelled["id"])
     stop = api.client.patch(f"{RUNS}/{cancelled['id']}", headers=auth, json={"status": "cancelled"})
     assert stop.status_code == 200
+    assert get_run(api, auth, cancelled["id"])["cancelledTasks"] == 1
     refused = api.client.post(TASKS, headers=auth, json={"runId": cancelled["id"], "type": "t"})
     assert refused.status_code == 409

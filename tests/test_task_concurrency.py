@@ -52,6 +52,7 @@ def assert_counters_match_tasks(api: Api, auth: dict[str, str], run_id: str) -> 
     assert run["totalTasks"] == sum(counts.values())
     assert run["completedTasks"] == counts["completed"]
     assert run["failedTasks"] == counts["failed"]
+    assert run["cancelledTasks"] == counts["cancelled"]
     return run
 
 

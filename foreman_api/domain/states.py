@@ -122,13 +122,15 @@ def check_run_transition(current: RunStatus, target: RunStatus) -> bool:
 def task_counter(target: TaskStatus) -> str | None:
     """The run counter a task's move to ``target`` raises, if any.
 
-    ``completed`` counts in ``completedTasks``, ``failed`` in ``failedTasks``; a cancelled
-    task counts in neither (cancelling is not failing).
+    ``completed`` counts in ``completedTasks``, ``failed`` in ``failedTasks``, ``cancelled``
+    in ``cancelledTasks`` (cancelling is not failing).
     """
     if target is TaskStatus.COMPLETED:
         return "completed_tasks"
     if target is TaskStatus.FAILED:
         return "failed_tasks"
+    if target is TaskStatus.CANCELLED:
+        return "cancelled_tasks"
     return None
 
 

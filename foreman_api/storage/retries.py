@@ -4,9 +4,9 @@ A retried task runs again from scratch: ``queued`` with a fresh retry budget
 (``retryCount`` 0), no output, error, lease or end time; its attempt history is kept and
 its next claim is the next attempt. A replay is a retry with new ``inputData``.
 
-**Counters stay true.** A retried ``failed`` task leaves its run's ``failedTasks`` (a
-cancelled one was counted nowhere), and a run that had finished is reopened: ``running``
-again, without its end time and duration, until its tasks finish again.
+**Counters stay true.** A retried task leaves its run's ``failedTasks`` or
+``cancelledTasks``, and a run that had finished is reopened: ``running`` again, without its
+end time and duration, until its tasks finish again.
 
 **Lock order.** The runs of the tasks to move are locked first (in id order), then the
 tasks move: the order every other writer of runs and tasks follows
@@ -100,14 +100,15 @@ async def retry_tasks(
         )
         ids = [row["id"] for row in candidates]
         moved: list[Row] = []
-        failed_per_run: Counter[uuid.UUID] = Counter()
+        per_run: dict[str, Counter[uuid.UUID]] = {}
         for status in RETRYABLE:
             rows = await tx.all(_move_statement(ids, status, now, input_data))
-            if status == TaskStatus.FAILED.value:
-                failed_per_run.update(row["run_id"] for row in rows)
+            per_run[status] = Counter(row["run_id"] for row in rows)
             moved.extend(rows)
         for run_id in sorted({row["run_id"] for row in moved}):
-            await _reopen(tx, run_id=run_id, failed_moved=failed_per_run[run_id], now=now)
+            failed = per_run[TaskStatus.FAILED.value][run_id]
+            cancelled = per_run[TaskStatus.CANCELLED.value][run_id]
+            await _reopen(tx, run_id=run_id, failed=failed, cancelled=cancelled, now=now)
     return sorted(moved, key=lambda row: (row["created_at"], row["id"]))
 
 
@@ -134,9 +135,11 @@ def _move_statement(ids: list[uuid.UUID], status: str, now: datetime, input_data
     )
 
 
-async def _reopen(session: Session, *, run_id: uuid.UUID, failed_moved: int, now: Any) -> None:
-    """Take the moved failed tasks out of the run's ``failedTasks``; a finished run runs
-    again (its end time and duration cleared)."""
+async def _reopen(
+    session: Session, *, run_id: uuid.UUID, failed: int, cancelled: int, now: Any
+) -> None:
+    """Take the moved tasks out of the run's ``failedTasks`` and ``cancelledTasks``; a
+    finished run runs again (its end time and duration cleared)."""
     terminal = [s.value for s in TERMINAL_RUN_STATUSES]
     reopened = sa.case(
         (runs.c.status.in_(terminal), sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status
@@ -145,7 +148,8 @@ async def _reopen(session: Session, *, run_id: uuid.UUID, failed_moved: int, now
         runs.update()
         .where(runs.c.id == run_id)
         .values(
-            failed_tasks=runs.c.failed_tasks - failed_moved,
+            failed_tasks=runs.c.failed_tasks - failed,
+            cancelled_tasks=runs.c.cancelled_tasks - cancelled,
             status=reopened,
             started_at=sa.func.coalesce(runs.c.started_at, now),
             completed_at=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.completed_at),

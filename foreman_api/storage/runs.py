@@ -40,6 +40,13 @@ _UPDATE_RUN = runs.update().where(*_BY_ID).returning(runs)
 """Sets the columns the parameters name besides ``p_run_id`` and ``p_org_id``."""
 
 
+_COUNT_CANCELLED = (
+    runs.update()
+    .where(*_BY_ID)
+    .values(cancelled_tasks=runs.c.cancelled_tasks + sa.bindparam("p_cancelled"))
+)
+
+
 def run_not_found(run_id: uuid.UUID) -> NotFound:
     return NotFound(f"run {run_id} not found")
 
@@ -80,6 +87,8 @@ async def cancel_unfinished_tasks(
     params = {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
     cancelled = await session.run(_cancel_tasks_statement(session.dialect), params)
     await close_run_attempts(session, org_id=org_id, run_id=run_id, now=now)
+    if cancelled:
+        await session.run(_COUNT_CANCELLED, {**params, "p_cancelled": cancelled})
     return cancelled
 
 
@@ -96,6 +105,7 @@ async def create_run(
         "total_tasks": 0,
         "completed_tasks": 0,
         "failed_tasks": 0,
+        "cancelled_tasks": 0,
         "auto_complete": auto_complete,
         "auto_completed": False,
         "created_at": now,

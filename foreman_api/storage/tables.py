@@ -48,6 +48,7 @@ runs = sa.Table(
     sa.Column("total_tasks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("completed_tasks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failed_tasks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cancelled_tasks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
     sa.Column("updated_at", TIMESTAMP_TYPE, nullable=False),
     sa.Column("started_at", TIMESTAMP_TYPE, nullable=True),

@@ -42,7 +42,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import BadRequest
 from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
-from foreman_api.storage import attempts, settle
+from foreman_api.storage import attempts
 from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.tasks import get_task_row, task_not_found
@@ -65,23 +65,49 @@ _RENEW_LEASE = (
 )
 
 
-@lru_cache(maxsize=8)
-def _touch_run_statement(target: TaskStatus) -> sa.Update:
+@lru_cache(maxsize=16)
+def _touch_run_statement(target: TaskStatus, dialect: str) -> sa.Update:
     """The run-side UPDATE of a task's move to ``target`` (see :func:`touch_run`)."""
     run_of_task = sa.select(tasks.c.run_id).where(*_BY_ID).scalar_subquery()
     statement = runs.update().where(
         runs.c.id == run_of_task, runs.c.org_id == sa.bindparam("p_org_id")
     )
     now = sa.bindparam("p_now", type_=runs.c.updated_at.type)
-    if not is_terminal_task(target):
+    counter = task_counter(target)
+    if counter is None:
         return statement.where(runs.c.status == RunStatus.PENDING.value).values(
             status=RunStatus.RUNNING.value, started_at=now, updated_at=now
         )
-    values: dict[str, Any] = {"updated_at": now}
-    counter = task_counter(target)
-    if counter is not None:
-        values[counter] = runs.c[counter] + 1
-    return statement.values(values)
+    counted = {
+        name: runs.c[name] + (1 if name == counter else 0)
+        for name in ("completed_tasks", "failed_tasks", "cancelled_tasks")
+    }
+    # This task was the run's last unfinished one: the run finishes by itself (if it asked
+    # to). Counted on the run's own row, which this UPDATE locks and, under concurrent
+    # moves, re-reads at its newest version: exactly one of them sees the total reached.
+    settles = sa.and_(
+        runs.c.auto_complete,
+        runs.c.status.in_([RunStatus.PENDING.value, RunStatus.RUNNING.value]),
+        runs.c.total_tasks == sum(counted.values(), sa.literal(0)),
+    )
+    finished_as = sa.case(
+        (counted["failed_tasks"] > 0, RunStatus.FAILED.value),
+        (counted["completed_tasks"] > 0, RunStatus.COMPLETED.value),
+        else_=RunStatus.CANCELLED.value,
+    )
+    return statement.values(
+        {
+            counter: counted[counter],
+            "updated_at": now,
+            "status": sa.case((settles, finished_as), else_=runs.c.status),
+            "completed_at": sa.case((settles, now), else_=runs.c.completed_at),
+            "duration_ms": sa.case(
+                (settles, elapsed_ms_sql(dialect, start=runs.c.started_at, end=now)),
+                else_=runs.c.duration_ms,
+            ),
+            "auto_completed": sa.case((settles, sa.true()), else_=runs.c.auto_completed),
+        }
+    )
 
 
 async def touch_run(
@@ -89,16 +115,17 @@ async def touch_run(
 ) -> None:
     """Apply what the task's move does to its run, before the task itself changes.
 
-    A move to a finished status (``completed``/``failed`` raise a counter) locks the run
-    row, so such moves of one run are serialised with each other and with a run PATCH
-    (which locks the run, then its tasks); the move's next statement, under that lock, may
-    then finish the run (:mod:`foreman_api.storage.settle`). A claim starts a run that is
+    A move to a finished status raises a counter (completed, failed or cancelled), which
+    locks the run row, so such moves of one run are serialised with each other and with a
+    run PATCH (which locks the run, then its tasks). When the counters then add up to the
+    run's total, that was its last unfinished task and the run finishes by itself in the
+    same statement (``auto_complete``; see ``POST /runs``). A claim starts a run that is
     still ``pending``; once the run is running the statement matches nothing, takes no
     lock, and claims of one run proceed in parallel.
     """
     if task_touches_run(target):
         await session.run(
-            _touch_run_statement(target),
+            _touch_run_statement(target, session.dialect),
             {"p_task_id": task_id, "p_org_id": org_id, "p_now": now},
         )
 
@@ -171,20 +198,15 @@ async def move_task(
     row = await session.one(statement, params)
     if row is not None:
         await attempts.record_after_move(session, target, params, error=error)
-        if is_terminal_task(target):
-            await settle.settle_after_move(session, params)
     return row
 
 
 @lru_cache(maxsize=256)
 def with_steps(move: sa.Update, target: TaskStatus, *, error: bool) -> sa.Select[Any]:
-    """PostgreSQL: ``move`` (a task UPDATE … RETURNING the task) with what it entails, in
-    one statement: its attempt step and, for a finishing move, the run's settling."""
+    """PostgreSQL: ``move`` (a task UPDATE … RETURNING the task) and its attempt step in
+    one statement."""
     moved = move.cte("moved")
-    statement = sa.select(moved).add_cte(attempts.step(moved, target, error=error))
-    if is_terminal_task(target):
-        statement = statement.add_cte(settle.step(moved, "postgresql"))
-    return statement
+    return sa.select(moved).add_cte(attempts.step(moved, target, error=error))
 
 
 @lru_cache(maxsize=64)

@@ -62,7 +62,7 @@ _COUNT_NEW_TASK = (
     .values(
         total_tasks=runs.c.total_tasks + 1,
         updated_at=sa.bindparam("p_now"),
-        # A run that finished by itself runs again (storage.settle); a closed one is refused.
+        # A run that finished by itself runs again (see touch_run); a closed one is refused.
         status=sa.case(
             (runs.c.auto_completed, sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status
         ),

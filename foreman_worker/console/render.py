@@ -71,7 +71,8 @@ def short(ident: object) -> str:
 
 
 def settled(run: Run) -> int:
-    return run.completed_tasks + run.failed_tasks
+    """Tasks of the run that finished: completed, failed or cancelled."""
+    return run.completed_tasks + run.failed_tasks + run.cancelled_tasks
 
 
 def to_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> str:
