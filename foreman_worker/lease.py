@@ -99,5 +99,10 @@ class LeaseKeeper:
         else:
             log.warning("task %s: lease not renewed (%s); trying again", held.task_id, result.error)
 
-    def stop(self) -> None:
+    def stop(self, wait: float | None = None) -> None:
+        """Stop renewing; with ``wait``, give a renewal in flight that long to finish (so
+        nothing is sent once this returns, unless the wait ran out)."""
         self._wake.set()
+        thread = self._thread
+        if wait is not None and thread is not None and thread is not threading.current_thread():
+            thread.join(wait)

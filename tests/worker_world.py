@@ -153,7 +153,8 @@ class World:
     def close(self) -> None:
         for runtime in self.runtimes:
             if runtime._lease is not None:
-                runtime._lease.stop()
+                # a renewal in flight must finish before the in-process app shuts down
+                runtime._lease.stop(wait=10)
         self.client.close()
 
 
