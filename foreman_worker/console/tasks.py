@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from redis import RedisError
 from rich.syntax import Syntax
 from rich.text import Text
 
-from foreman_api.schemas import Retried, TaskStatus
+from foreman_api.schemas import Retried, Task, TaskStatus
 from foreman_worker.client import ForemanClient
 from foreman_worker.console import render
 from foreman_worker.console.common import (
@@ -114,16 +115,12 @@ def retry_tasks(
         raise typer.BadParameter("give task ids, or --filter with filter options, not both")
     if input is not None and not ids:
         raise typer.BadParameter("--input replays given task ids, not a filter")
-    replay: Any = _parse_input(input) if input is not None else None
+    replay: dict[str, Any] = {} if input is None else {"input_data": _parse_input(input)}
     with client() as api:
         if ids:
-            moved = [
-                unwrap(
-                    api.retry_task(i, **({"input_data": replay} if input is not None else {}))
-                ).id
-                for i in ids
-            ]
-            retried = Retried(moved=len(moved), task_ids=moved)
+            tasks = [unwrap(api.retry_task(i, **replay)) for i in ids]
+            retried = Retried(moved=len(tasks), task_ids=[task.id for task in tasks])
+            note = enqueue_retried(api, tasks)
         else:
             retried = unwrap(
                 api.retry_tasks(
@@ -134,7 +131,7 @@ def retry_tasks(
                     created_before=_utc(until),
                 )
             )
-        note = enqueue_retried(api, retried.task_ids)
+            note = enqueue_retried(api, retried.task_ids)
     if json:
         out.print_json(render.to_json(retried))
         return
@@ -152,17 +149,23 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def enqueue_retried(api: ForemanClient, task_ids: list[uuid.UUID]) -> str:
-    """Put retried tasks on their queues now if Redis answers; a note for the user."""
+def enqueue_retried(api: ForemanClient, retried: Sequence[Task | uuid.UUID]) -> str:
+    """Put retried tasks on their queues now if Redis answers; a note for the user.
+
+    A Task as the retry answered it is enqueued as it is (no second read), and only if it
+    is queued (a repeated retry of a task already running is not queued again); an id is
+    looked up first.
+    """
     from foreman_worker.enqueue import enqueue
 
-    if not task_ids:
+    if not retried:
         return ""
-    if len(task_ids) > ENQUEUE_AT_ONCE:
+    if len(retried) > ENQUEUE_AT_ONCE:
         return "; foreman-worker's reconciler puts them on their queues"
     try:
-        for task_id in task_ids:
-            enqueue(task_id, client=api)
+        for item in retried:
+            if not isinstance(item, Task) or item.status is TaskStatus.QUEUED:
+                enqueue(item, client=api)
     except (RedisError, ForemanError) as exc:
         err.print(
             f"foreman: not enqueued ({exc}); foreman-worker's reconciler will", style="yellow"
