@@ -27,7 +27,6 @@ from foreman_api.storage.rows import elapsed_ms_sql
 from foreman_api.storage.tables import task_attempts, tasks
 from foreman_api.storage.types import TIMESTAMP_TYPE
 
-ATTEMPTS = task_attempts
 _NOW = sa.bindparam("p_now", type_=TIMESTAMP_TYPE)
 _WORKER_ID = sa.bindparam("p_worker_id", type_=task_attempts.c.worker_id.type)
 _ERROR = sa.bindparam("v_error_data", type_=task_attempts.c.error.type)

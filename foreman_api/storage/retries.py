@@ -33,7 +33,8 @@ import sqlalchemy as sa
 from foreman_api.clock import utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
-from foreman_api.schemas import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus
+from foreman_api.schemas import TERMINAL_RUN_STATUSES, TaskStatus
+from foreman_api.storage.runs import reopened
 from foreman_api.storage.tables import runs, tasks
 
 RETRYABLE = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
@@ -140,21 +141,15 @@ async def _reopen(
 ) -> None:
     """Take the moved tasks out of the run's ``failedTasks`` and ``cancelledTasks``; a
     finished run runs again (its end time and duration cleared)."""
-    terminal = [s.value for s in TERMINAL_RUN_STATUSES]
-    reopened = sa.case(
-        (runs.c.status.in_(terminal), sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status
-    )
+    finished = runs.c.status.in_([s.value for s in TERMINAL_RUN_STATUSES])
     await session.run(
         runs.update()
         .where(runs.c.id == run_id)
         .values(
             failed_tasks=runs.c.failed_tasks - failed,
             cancelled_tasks=runs.c.cancelled_tasks - cancelled,
-            status=reopened,
             started_at=sa.func.coalesce(runs.c.started_at, now),
-            completed_at=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.completed_at),
-            duration_ms=sa.case((runs.c.status.in_(terminal), None), else_=runs.c.duration_ms),
-            auto_completed=False,
             updated_at=now,
+            **reopened(finished),
         )
     )

@@ -47,6 +47,18 @@ _COUNT_CANCELLED = (
 )
 
 
+def reopened(when: sa.ColumnElement[bool]) -> dict[str, Any]:
+    """UPDATE values that make a finished run ``running`` again when ``when`` holds (its
+    end time and duration cleared; finishing again is up to it), else leave it as it is.
+    A task created in a run that finished by itself, and a retry, reopen runs this way."""
+    return {
+        "status": sa.case((when, sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status),
+        "completed_at": sa.case((when, None), else_=runs.c.completed_at),
+        "duration_ms": sa.case((when, None), else_=runs.c.duration_ms),
+        "auto_completed": False,
+    }
+
+
 def run_not_found(run_id: uuid.UUID) -> NotFound:
     return NotFound(f"run {run_id} not found")
 

@@ -23,13 +23,12 @@ from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE,
     TERMINAL_RUN_STATUSES,
-    RunStatus,
     SortOrder,
     TaskStatus,
     TimeSort,
 )
 from foreman_api.storage.rows import paged_statements
-from foreman_api.storage.runs import GET_RUN, run_not_found
+from foreman_api.storage.runs import GET_RUN, reopened, run_not_found
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.workers import TYPE_OPTIONS, live_since
 
@@ -63,12 +62,7 @@ _COUNT_NEW_TASK = (
         total_tasks=runs.c.total_tasks + 1,
         updated_at=sa.bindparam("p_now"),
         # A run that finished by itself runs again (see touch_run); a closed one is refused.
-        status=sa.case(
-            (runs.c.auto_completed, sa.literal(RunStatus.RUNNING.value)), else_=runs.c.status
-        ),
-        completed_at=sa.case((runs.c.auto_completed, None), else_=runs.c.completed_at),
-        duration_ms=sa.case((runs.c.auto_completed, None), else_=runs.c.duration_ms),
-        auto_completed=False,
+        **reopened(runs.c.auto_completed),
     )
 )
 
