@@ -27,6 +27,7 @@ FORCED_EXIT_STATUS: Final = 3
 """Exit status of a worker that stopped without finishing its task."""
 
 _lock = threading.Lock()
+_leaving = threading.Lock()  # held by the one thread that calls os._exit
 _deadline: float | None = None  # time.monotonic() value; None while no stop was requested
 
 
@@ -75,7 +76,11 @@ def exit_now(message: str) -> NoReturn:
 
     Nothing else runs (no ``finally`` blocks, no atexit hooks, no RQ bookkeeping): the
     task in hand is left as it is, and its lease in the database will bring it back.
+    When two threads get here at once (the grace watchdog and the main loop noticing the
+    same expiry), the first one leaves and the other waits for the process to end.
     """
+    if not _leaving.acquire(blocking=False):
+        threading.Event().wait()
     log.warning(message)
     with contextlib.suppress(Exception):  # leaving anyway: nothing to report a failure to
         for handler in logging.getLogger().handlers:

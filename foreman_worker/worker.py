@@ -456,6 +456,8 @@ class ForemanWorker(SimpleWorker):
             self._active = (job, execution)
         try:
             self.perform_job(job, queue, execution)
+            if shutdown.expired():  # its outcome was given up on: leave as the watchdog would
+                self._grace_expired()
             if self.after_job is not None:
                 self.after_job()
         finally:
