@@ -22,6 +22,7 @@ from foreman_api.errors import ApiError, error_body, invalid_request
 from foreman_api.http.dispatch import FastPath
 from foreman_api.http.endpoints import Endpoint
 from foreman_api.http.openapi import document
+from foreman_api.metrics import exposition
 from foreman_api.outages import database_outage, watch_commits
 from foreman_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from foreman_api.routes import health, run_data, runs, tasks, workers
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
     )
     _install_error_handlers(app)
     app.include_router(health.router)
+    exposition.document(app)
     declared: list[Endpoint] = []
     for module in ROUTE_MODULES:
         declared += [replace(e, path=API_PREFIX + e.path) for e in module.endpoints.declared]

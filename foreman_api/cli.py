@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from foreman_api.auth import issue_key
 from foreman_api.clock import as_utc, utcnow
+from foreman_api.metrics.processes import shared_directory
 from foreman_api.settings import get_settings, parse_rate_limit
 from foreman_api.storage import api_keys as key_storage
 from foreman_api.storage.engine import create_engine
@@ -66,15 +67,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     _require_migrated(_engine())
-    uvicorn.run(
-        "foreman_api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=args.access_log,
-        log_level=args.log_level,
-    )
+    with shared_directory(args.workers):  # the processes' metrics, added up at a scrape
+        uvicorn.run(
+            "foreman_api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=args.access_log,
+            log_level=args.log_level,
+        )
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:

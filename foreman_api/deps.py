@@ -20,6 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from foreman_api.auth import Authenticator, Principal
 from foreman_api.errors import RateLimited, Unauthorized
+from foreman_api.metrics import instruments
 from foreman_api.ratelimit import Decision, RateLimiter
 from foreman_api.schemas import Permission
 from foreman_api.settings import Settings
@@ -102,6 +103,7 @@ async def authorise(
     except Unauthorized as exc:
         failures = await _count(services, f"authfail:{client}", None, path)
         if failures is not None and not failures.allowed:
+            instruments.rate_limited("auth_failures")
             raise RateLimited(
                 "too many failed authentications from this address; try again later",
                 headers={"Retry-After": str(failures.reset_seconds)},
@@ -112,6 +114,7 @@ async def authorise(
     if decision is None:
         return principal, {}
     if not decision.allowed:
+        instruments.rate_limited("key")
         raise RateLimited(
             f"rate limit of {decision.limit} requests exceeded; retry in "
             f"{decision.reset_seconds} s",

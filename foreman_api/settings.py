@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=2.0, ge=0)
     sqlite_lock_timeout: float = Field(default=30.0, gt=0)
     """SQLite: how long a write waits for another process's write lock before a 503."""
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at ``/metrics`` (and time HTTP requests for them)."""
+    metrics_token: str | None = Field(default=None, min_length=16)
+    """When set, ``/metrics`` requires ``Authorization: Bearer <token>``."""
 
     @field_validator("env")
     @classmethod

@@ -52,6 +52,20 @@ class Cluster:
         return result.stdout
 
 
+def start_server(env: dict[str, str], cwd: Path, log: Path, *extra: str) -> Server:
+    """``foreman-api serve`` on a free port (``extra``: more options), output to ``log``."""
+    port = free_port()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*_command(), "serve", "--port", str(port), *extra],
+            env=env,
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log)
+
+
 def _wait_ready(server: Server, deadline: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -83,17 +97,8 @@ def cluster(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> I
     try:
         cluster.cli("migrate")
         for n in range(2):
-            port = free_port()
             log = tmp_path / f"server-{n}.log"
-            with log.open("wb") as sink:
-                process = subprocess.Popen(
-                    [*_command(), "serve", "--port", str(port), "--log-level", "warning"],
-                    env=env,
-                    cwd=tmp_path,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            cluster.servers.append(Server(process, f"http://127.0.0.1:{port}", log))
+            cluster.servers.append(start_server(env, tmp_path, log, "--log-level", "warning"))
         deadline = time.monotonic() + 30
         for server in cluster.servers:
             _wait_ready(server, deadline)

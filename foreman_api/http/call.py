@@ -40,6 +40,8 @@ class Reply:
     body: bytes
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    """None: JSON."""
 
 
 def reply(model: BaseModel, status: int = 200) -> Reply:

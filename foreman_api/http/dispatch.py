@@ -17,6 +17,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 import types
 import typing
 from collections.abc import Mapping
@@ -31,11 +32,13 @@ from foreman_api.deps import Services, authorise
 from foreman_api.errors import ApiError, PayloadTooLarge, error_body, invalid_request
 from foreman_api.http.call import Call, Reply
 from foreman_api.http.endpoints import Endpoint
+from foreman_api.metrics import exposition, instruments
 from foreman_api.outages import database_outage
 
 log = logging.getLogger("foreman_api")
 
 _JSON = (b"content-type", b"application/json")
+_UNMATCHED = "unmatched"
 
 
 class _Route:
@@ -80,6 +83,7 @@ class FastPath:
             self._fixed_methods.setdefault(path, []).append(method)
         self._databases: dict[asyncio.AbstractEventLoop, Database] = {}
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._metrics = services.settings.metrics_enabled
 
     def __getattr__(self, name: str) -> Any:
         # ``app.state``, ``app.openapi()``… are the FastAPI app's.
@@ -87,22 +91,59 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            found = self._find(scope["method"], scope["path"])
-            if found is not None:
-                endpoint, params = found
-                await self._serve(endpoint, params, scope, receive, send)
-                return
-            allowed = self._fixed_methods.get(scope["path"])
-            if allowed is not None:  # e.g. PATCH /tasks/retry: not /tasks/{taskId}
-                methods = ", ".join(allowed)
-                message = f"method {scope['method']} not allowed; use {methods}"
-                body = error_body(message, "method_not_allowed")
-                await _send(send, Reply(body, 405, {"Allow": methods}), {})
-                return
-        elif scope["type"] == "lifespan":
+            started = time.perf_counter()
+            method, path = scope["method"], scope["path"]
+            route, status = await self._answer(method, path, scope, receive, send)
+            if self._metrics:
+                instruments.request_served(method, route, status, time.perf_counter() - started)
+            return
+        if scope["type"] == "lifespan":
             await self.fallback(scope, receive, self._closing_at_shutdown(send))
             return
         await self.fallback(scope, receive, send)
+
+    async def _answer(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[str, int]:
+        """Answer an HTTP request; the route template it matched and the status sent."""
+        found = self._find(method, path)
+        if found is not None:
+            endpoint, params = found
+            return endpoint.path, await self._serve(endpoint, params, scope, receive, send)
+        allowed = self._fixed_methods.get(path)
+        if allowed is not None:  # e.g. PATCH /tasks/retry: not /tasks/{taskId}
+            methods = ", ".join(allowed)
+            message = f"method {method} not allowed; use {methods}"
+            body = error_body(message, "method_not_allowed")
+            await _send(send, Reply(body, 405, {"Allow": methods}), {})
+            return path, 405
+        if self._metrics and path == exposition.METRICS_PATH and method in ("GET", "HEAD"):
+            return path, await self._scrape(scope, send)
+        status = 500  # unless the app sends a response
+        fallback_send = send
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await fallback_send(message)
+
+        await self.fallback(scope, receive, noting_status)
+        # Starlette's router leaves the route it matched in the scope (a template).
+        return getattr(scope.get("route"), "path", _UNMATCHED), status
+
+    async def _scrape(self, scope: Scope, send: Send) -> int:
+        """``GET /metrics`` (see :mod:`foreman_api.metrics.exposition`)."""
+        try:
+            exposition.check_token(self.services.settings.metrics_token, _headers(scope))
+            body = await exposition.render(await self.database())
+            result = Reply(body, content_type=exposition.CONTENT_TYPE)
+        except ApiError as exc:
+            result = _error_reply(exc)
+        except Exception as exc:
+            result = _unexpected(exc, scope)
+        await _send(send, result, {}, head=scope["method"] == "HEAD")
+        return result.status
 
     def _closing_at_shutdown(self, send: Send) -> Send:
         async def closing(message: Message) -> None:
@@ -159,7 +200,8 @@ class FastPath:
         scope: Scope,
         receive: Receive,
         send: Send,
-    ) -> None:
+    ) -> int:
+        """Answer with ``endpoint``; the status sent."""
         limit_headers: dict[str, str] = {}
         try:
             headers = _headers(scope)
@@ -184,15 +226,9 @@ class FastPath:
         except ApiError as exc:
             result = _error_reply(exc)
         except Exception as exc:
-            # Driver errors of the request path, and SQLAlchemy's from the key lookup.
-            outage = database_outage(exc)
-            if outage is None:
-                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-                result = Reply(error_body("internal server error", "internal_error"), 500)
-            else:
-                log.warning("%s %s: %s (%s)", scope["method"], scope["path"], outage.code, exc)
-                result = _error_reply(outage)
+            result = _unexpected(exc, scope)
         await _send(send, result, limit_headers, head=scope["method"] == "HEAD")
+        return result.status
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
         limit = self.services.settings.max_body_bytes
@@ -285,6 +321,18 @@ def _parse_json(headers: Mapping[str, str], body: bytes) -> Any:
         raise invalid_request([{"loc": ("body",), "msg": f"JSON decode error: {exc}"}]) from None
 
 
+def _unexpected(exc: Exception, scope: Scope) -> Reply:
+    """The reply to an exception that is not an :class:`ApiError`: a database outage's
+    ``503``/``504`` (driver errors of the request path, SQLAlchemy's from the key lookup),
+    else a logged ``500``."""
+    outage = database_outage(exc)
+    if outage is None:
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        return Reply(error_body("internal server error", "internal_error"), 500)
+    log.warning("%s %s: %s (%s)", scope["method"], scope["path"], outage.code, exc)
+    return _error_reply(outage)
+
+
 def _error_reply(exc: ApiError) -> Reply:
     return Reply(error_body(exc.message, exc.code, exc.details), exc.status_code, exc.headers)
 
@@ -292,7 +340,11 @@ def _error_reply(exc: ApiError) -> Reply:
 async def _send(
     send: Send, reply: Reply, limit_headers: Mapping[str, str], *, head: bool = False
 ) -> None:
-    raw = [_JSON, (b"content-length", str(len(reply.body)).encode())]
+    kind = reply.content_type
+    raw = [
+        _JSON if kind is None else (b"content-type", kind.encode()),
+        (b"content-length", str(len(reply.body)).encode()),
+    ]
     for name, value in reply.headers.items():
         raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     for name, value in limit_headers.items():

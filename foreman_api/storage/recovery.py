@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from foreman_api.clock import utcnow
 from foreman_api.db import Database
 from foreman_api.db.base import Row
+from foreman_api.metrics import instruments
 from foreman_api.schemas import TaskStatus
 from foreman_api.storage.tables import tasks
 from foreman_api.storage.task_updates import move_task, touch_run
@@ -82,10 +83,11 @@ async def _recover(db: Database, *, org_id: str, task: Row, now: datetime) -> Ro
             )
             if row is None:
                 raise _AlreadyMoved
-            return row
     except _AlreadyMoved:
         # Renewed, finished or recovered by someone else meanwhile: the counter rolled back.
         return None
+    instruments.task_moved(row)
+    return row
 
 
 class _AlreadyMoved(Exception):

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from foreman_api.clock import utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.metrics import instruments
 from foreman_api.schemas import TERMINAL_RUN_STATUSES, TaskStatus
 from foreman_api.storage.runs import reopened
 from foreman_api.storage.tables import runs, tasks
@@ -110,6 +111,7 @@ async def retry_tasks(
             failed = per_run[TaskStatus.FAILED.value][run_id]
             cancelled = per_run[TaskStatus.CANCELLED.value][run_id]
             await _reopen(tx, run_id=run_id, failed=failed, cancelled=cancelled, now=now)
+    instruments.tasks_retried(moved)
     return sorted(moved, key=lambda row: (row["created_at"], row["id"]))
 
 

@@ -25,6 +25,7 @@ from foreman_api.domain.states import (
     is_terminal_run,
 )
 from foreman_api.errors import NotFound
+from foreman_api.metrics import instruments
 from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
 from foreman_api.storage.attempts import close_run_attempts
 from foreman_api.storage.rows import elapsed_ms_sql, paged_statements
@@ -82,13 +83,14 @@ def _cancel_tasks_statement(dialect: str) -> sa.Update:
             completed_at=now,
             duration_ms=elapsed_ms_sql(dialect, start=tasks.c.started_at, end=now),
         )
+        .returning(tasks.c.type)
     )
 
 
 async def cancel_unfinished_tasks(
     session: Session, *, org_id: str, run_id: uuid.UUID, now: datetime
-) -> int:
-    """Cancel every task of the run that has not finished; returns how many.
+) -> list[str]:
+    """Cancel every task of the run that has not finished; returns the type of each.
 
     A worker still running one of them finds its claim gone: its result is refused, and
     its attempt is closed as ``cancelled``.
@@ -97,11 +99,11 @@ async def cancel_unfinished_tasks(
     counts in neither ``completedTasks`` nor ``failedTasks``.
     """
     params = {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
-    cancelled = await session.run(_cancel_tasks_statement(session.dialect), params)
+    cancelled = await session.all(_cancel_tasks_statement(session.dialect), params)
     await close_run_attempts(session, org_id=org_id, run_id=run_id, now=now)
     if cancelled:
-        await session.run(_COUNT_CANCELLED, {**params, "p_cancelled": cancelled})
-    return cancelled
+        await session.run(_COUNT_CANCELLED, {**params, "p_cancelled": len(cancelled)})
+    return [row["type"] for row in cancelled]
 
 
 async def create_run(
@@ -209,6 +211,8 @@ async def update_run(
         row = await tx.one(_UPDATE_RUN, {**values, **by_id})
         if row is None:
             raise RuntimeError("UPDATE … RETURNING of a locked run returned no row")
+        cancelled: list[str] = []
         if moves and status is not None and is_terminal_run(status):
-            await cancel_unfinished_tasks(tx, org_id=org_id, run_id=run_id, now=now)
-        return row
+            cancelled = await cancel_unfinished_tasks(tx, org_id=org_id, run_id=run_id, now=now)
+    instruments.tasks_cancelled(cancelled)
+    return row

@@ -41,6 +41,7 @@ from foreman_api.domain.states import (
     task_touches_run,
 )
 from foreman_api.errors import BadRequest
+from foreman_api.metrics import instruments
 from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
 from foreman_api.storage import attempts
 from foreman_api.storage.rows import elapsed_ms_sql
@@ -296,23 +297,23 @@ async def _apply(
     *,
     fenced: bool,
 ) -> Row:
-    """Run the PATCH's UPDATE; raise :class:`_NothingMatched` (rolling back) if it missed."""
+    """Run the PATCH's UPDATE; raise :class:`_NothingMatched` (rolling back) if it missed.
+    A status move is counted in the metrics once committed."""
     org_id, task_id, now = params["p_org_id"], params["p_task_id"], params["p_now"]
     if status is None and not values:
         return await _current(db, org_id=org_id, task_id=task_id)
     async with db.transaction(write=True) as tx:
         if status is None:
             statement = _fields_statement(tuple(sorted(values)), fenced=fenced)
+            row = await tx.one(statement, params)
         else:
             await touch_run(tx, org_id=org_id, task_id=task_id, target=status, now=now)
             row = await move_task(tx, status, tuple(sorted(values)), params, fenced=fenced)
-            if row is not None:
-                return row
+        if row is None:
             raise _NothingMatched(await _current(tx, org_id=org_id, task_id=task_id))
-        row = await tx.one(statement, params)
-        if row is not None:
-            return row
-        raise _NothingMatched(await _current(tx, org_id=org_id, task_id=task_id))
+    if status is not None:
+        instruments.task_moved(row)
+    return row
 
 
 def _refused(

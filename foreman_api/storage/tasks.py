@@ -19,6 +19,7 @@ from foreman_api.clock import as_utc, utcnow
 from foreman_api.db import Database, IntegrityViolation, Session
 from foreman_api.db.base import Row
 from foreman_api.errors import BadRequest, Conflict, NotFound
+from foreman_api.metrics import instruments
 from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE,
@@ -168,6 +169,7 @@ async def create_task(
                 )
         if row is None:
             raise RuntimeError("INSERT … RETURNING returned no row")
+        instruments.task_created(row)
         served = options is not None and as_utc(options["last_seen_at"]) >= live_since(now)
         return CreatedTask(row=row, replayed=False, served=served)
     except IntegrityViolation:
