@@ -287,10 +287,13 @@ class Api:
 class Server(Api):
     """One ``foreman-api serve`` process (ours)."""
 
-    def __init__(self, database_url: str, workdir: Path, label: str) -> None:
+    def __init__(
+        self, database_url: str, workdir: Path, label: str, *, workers: int = 1, **env: str
+    ) -> None:
         super().__init__()
         self.label = label
-        self.env = {**os.environ, "FOREMAN_DATABASE_URL": database_url}
+        self.workers = workers
+        self.env = {**os.environ, "FOREMAN_DATABASE_URL": database_url, **env}
         self.env.pop("FOREMAN_REDIS_URL", None)
         self.database_url = database_url
         self.workdir = workdir
@@ -320,7 +323,8 @@ class Server(Api):
         self.key = created.stdout.strip()
 
     def start(self) -> None:
-        argv = [*_cli(), "serve", "--host", HOST, "--port", str(self.port), "--workers", "1"]
+        argv = [*_cli(), "serve", "--host", HOST, "--port", str(self.port)]
+        argv += ["--workers", str(self.workers)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [*argv, "--log-level", "warning"],
@@ -473,6 +477,8 @@ class Settings:
     connections: int
     duration: float
     warmup: float
+    metrics_cost: bool = False
+    """Also run ours on PostgreSQL with metrics off, side by side."""
 
 
 class Bench:
@@ -903,6 +909,7 @@ class Column:
 
 CELL = 24
 OURS_PG = "ours, PostgreSQL"
+OURS_PG_NO_METRICS = "ours, PG, metrics off"
 REFERENCE_TITLE = "reference, PostgreSQL"
 
 
@@ -992,9 +999,32 @@ def print_table(
             pg = "" if c.title.endswith("SQLite") else f" pg {f.postgres_cpu:.2f}"
             parts.append(f"srv {f.server_cpu:.2f}{pg} all {f.machine_cpu:.2f} n={f.count:,}")
         print(f"{label:<{width}} | " + " | ".join(f"{part:<34}" for part in parts).rstrip())
+    _print_metrics_cost(columns)
     if ref:
         print()
         print(NOTES, end="")
+
+
+def _print_metrics_cost(columns: list[Column]) -> None:
+    on = next((c for c in columns if c.title == OURS_PG), None)
+    off = next((c for c in columns if c.title == OURS_PG_NO_METRICS), None)
+    if on is None or off is None:
+        return
+    print()
+    print(
+        "metrics on ÷ off, ours on PostgreSQL in the same run: req/s, and the server's CPU "
+        "per request\n(less sensitive to a busy machine than req/s):"
+    )
+    for key, label, _ in SCENARIOS:
+        with_them, without = on.bench.results.get(key), off.bench.results.get(key)
+        if not (with_them and without and without.rps and with_them.rps):
+            continue
+        cpu_on = 1e6 * with_them.server_cpu / with_them.rps
+        cpu_off = 1e6 * without.server_cpu / without.rps
+        print(
+            f"  {label:<32} req/s {with_them.rps / without.rps:6.3f}   CPU/request "
+            f"{cpu_on:6.0f} µs vs {cpu_off:6.0f} µs = {cpu_on / cpu_off:5.3f}"
+        )
 
 
 NOTES = """\
@@ -1116,8 +1146,11 @@ def profile(settings: Settings, scenario: str) -> int:
 # --------------------------------------------------------------------------- main
 
 
-def _ours(backend: str, url: str, workdir: Path, settings: Settings) -> tuple[Server, Bench]:
-    server = Server(url, workdir, f"ours ({'SQLite' if backend == 'sqlite' else 'PostgreSQL'})")
+def _ours(
+    backend: str, url: str, workdir: Path, settings: Settings, **env: str
+) -> tuple[Server, Bench]:
+    label = f"ours ({'SQLite' if backend == 'sqlite' else 'PostgreSQL'})"
+    server = Server(url, workdir, label, **env)
     server.prepare()
     server.start()
     print(
@@ -1140,6 +1173,9 @@ def bench_backend(
         try:
             ours = Column(title, bench)
             with contextlib.ExitStack() as stack:
+                mine = [ours]
+                if backend == "postgres" and settings.metrics_cost:
+                    mine.append(stack.enter_context(_without_metrics(settings)))
                 ref_api: Reference | None = None
                 skipped = None
                 if with_reference:
@@ -1149,19 +1185,34 @@ def bench_backend(
                         skipped = f"it did not start: {exc}"
                         print(f"reference: skipped: {skipped}", file=sys.stderr)
                 if ref_api is None:
-                    run_side_by_side([bench])
-                    ours.rss = rss_mib(server.pid)
-                    return [ours], skipped
+                    run_side_by_side([c.bench for c in mine])
+                    _note_rss(mine)
+                    return mine, skipped
                 print(
                     f"reference: pid {ref_api.pid}, port {ref_api.port}, "
                     f"RSS {rss_mib(ref_api.pid):.0f} MiB",
                     file=sys.stderr,
                 )
                 reference = Column(REFERENCE_TITLE, Bench(ref_api, settings))
-                run_side_by_side([bench, reference.bench])
-                ours.rss = rss_mib(server.pid)
-                reference.rss = rss_mib(ref_api.pid)
-                return [ours, reference], None
+                run_side_by_side([*(c.bench for c in mine), reference.bench])
+                _note_rss([*mine, reference])
+                return [*mine, reference], None
+        finally:
+            server.stop()
+
+
+def _note_rss(columns: list[Column]) -> None:
+    for column in columns:
+        column.rss = rss_mib(column.bench.api.pid)
+
+
+@contextlib.contextmanager
+def _without_metrics(settings: Settings) -> Iterator[Column]:
+    """Ours on PostgreSQL with ``FOREMAN_METRICS_ENABLED=false``, on its own database."""
+    with postgres_database() as (url, workdir):
+        server, bench = _ours("postgres", url, workdir, settings, FOREMAN_METRICS_ENABLED="false")
+        try:
+            yield Column(OURS_PG_NO_METRICS, bench)
         finally:
             server.stop()
 
@@ -1187,6 +1238,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-reference", action="store_true", help="do not run the TypeScript reference"
     )
     parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="also run ours on PostgreSQL with FOREMAN_METRICS_ENABLED=false, side by side",
+    )
+    parser.add_argument(
         "--profile",
         nargs="?",
         const="get-task",
@@ -1201,6 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         duration=duration,
         warmup=0.5 if args.quick else min(1.0, duration / 5),
+        metrics_cost=args.metrics_cost,
     )
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
