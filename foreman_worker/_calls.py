@@ -1,4 +1,7 @@
-"""What each API call sends: pure builders of :class:`Call`, no I/O.
+"""Every API call, once: pure builders of :class:`Call`, no I/O.
+
+A builder's parameters and docstring are those of the client methods made from it
+(:mod:`foreman_worker._methods`).
 
 Both clients build a :class:`Call` with one of the builders below, send it with their own
 httpx client (sync or async) and read the outcome with :mod:`foreman_worker._responses`.
@@ -181,11 +184,13 @@ def _parse_deleted(content: bytes) -> int:
 
 
 def create_run(input_data: Any, *, metadata: Mapping[str, Any] | None = None) -> Call[Run]:
+    """Create a run (``POST /runs``) with any JSON ``input_data``."""
     body = _body(RunCreate, input_data=input_data, metadata=_unset_if_none(metadata))
     return Call("POST", f"{API_PREFIX}/runs", _parse_model(Run), body=body, creates=True)
 
 
 def get_run(run_id: Id) -> Call[Run]:
+    """Fetch a run; ``not_found`` if it does not exist in the key's organisation."""
     return Call("GET", f"{API_PREFIX}/runs/{_id(run_id, 'run_id')}", _parse_model(Run))
 
 
@@ -197,6 +202,7 @@ def update_run(
     error_data: Any = UNSET,
     metadata: Mapping[str, Any] | Unset | None = UNSET,
 ) -> Call[Run]:
+    """Change a run; only the fields passed are sent (``None`` is sent as ``null``)."""
     path = f"{API_PREFIX}/runs/{_id(run_id, 'run_id')}"
     if status is not UNSET:
         status = _enum(RunStatus, status, "status")
@@ -214,6 +220,7 @@ def list_runs(
     sort_by: SortBy = "createdAt",
     sort_order: SortOrder = "desc",
 ) -> Call[Page[Run]]:
+    """One page of runs, optionally of one status."""
     params: list[tuple[str, str]] = []
     if status is not None:
         params.append(("status", _enum(RunStatus, status, "status")))
@@ -243,6 +250,7 @@ def create_task(
     status: TaskStatus | str = TaskStatus.PENDING,
     idempotency_key: str | None = None,
 ) -> Call[Task]:
+    """Create a task in a run (``max_retries`` None: the server's default, 3)."""
     body = _body(
         TaskCreate,
         run_id=_id(run_id, "run_id"),
@@ -261,6 +269,7 @@ def create_task(
 
 
 def get_task(task_id: Id) -> Call[Task]:
+    """Fetch a task."""
     return Call("GET", f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}", _parse_model(Task))
 
 
@@ -276,6 +285,7 @@ def update_task(
     retry_delay: float | Unset = UNSET,
     worker_id: str | Unset = UNSET,
 ) -> Call[Task]:
+    """Change a task; an illegal status transition is a ``409`` (code ``conflict``)."""
     path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}"
     if status is not UNSET:
         status = _enum(TaskStatus, status, "status")
@@ -294,11 +304,15 @@ def update_task(
 
 
 def retry_task(task_id: Id, *, input_data: Any = UNSET) -> Call[Task]:
+    """Run a failed or cancelled task again (``queued``, fresh retry budget, history
+    kept); with ``input_data``, a replay with that input. Repeating it is harmless.
+    The API does not enqueue: see :func:`foreman_worker.resubmit`."""
     path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}/retry"
     return Call("POST", path, _parse_model(Task), body=_body(TaskRetry, input_data=input_data))
 
 
 def retry_run(run_id: Id) -> Call[Retried]:
+    """Retry every failed or cancelled task of a run; reports what moved."""
     path = f"{API_PREFIX}/runs/{_id(run_id, 'run_id')}/retry"
     return Call("POST", path, _parse_model(Retried))
 
@@ -312,6 +326,8 @@ def retry_tasks(
     created_before: datetime | None = None,
     limit: int = 10_000,
 ) -> Call[Retried]:
+    """Retry every failed (or cancelled) task matching all the conditions given, oldest
+    first, up to ``limit``; reports what moved."""
     body = _body(
         TaskRetryFilter,
         run_id=UNSET if run_id is None else _id(run_id, "run_id"),
@@ -325,11 +341,13 @@ def retry_tasks(
 
 
 def list_attempts(task_id: Id) -> Call[AttemptList]:
+    """Every attempt of a task, first to last (worker, job, times, outcome, error)."""
     path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}/attempts"
     return Call("GET", path, _parse_model(AttemptList))
 
 
 def heartbeat_task(task_id: Id, *, queue_job_id: str, lease_seconds: float) -> Call[Task]:
+    """Renew the lease of a task claimed by ``queue_job_id`` (``409 stale_claim`` if lost)."""
     path = f"{API_PREFIX}/tasks/{_id(task_id, 'task_id')}/heartbeat"
     body = _body(TaskHeartbeat, queue_job_id=queue_job_id, lease_seconds=lease_seconds)
     return Call("POST", path, _parse_model(Task), body=body)
@@ -338,6 +356,7 @@ def heartbeat_task(task_id: Id, *, queue_job_id: str, lease_seconds: float) -> C
 def reconcile_tasks(
     *, after: Id | None = None, limit: int = 500, grace_seconds: float = 5.0
 ) -> Call[Reconciliation]:
+    """Recover tasks whose lease expired; one page of tasks that should be queued."""
     body = _body(
         ReconcileRequest,
         after=UNSET if after is None else _id(after, "after"),
@@ -365,6 +384,7 @@ def register_worker(
     pid: int | None = None,
     current_task_id: Id | None = None,
 ) -> Call[Worker]:
+    """Register (or heartbeat) a worker: its queues, handlers and current task."""
     body = _body(
         WorkerRegistration,
         queues=list(queues),
@@ -379,14 +399,17 @@ def register_worker(
 
 
 def list_workers() -> Call[Page[Worker]]:
+    """The organisation's live workers."""
     return Call("GET", f"{API_PREFIX}/workers", _parse_model(Page[Worker]))
 
 
 def list_queues() -> Call[QueueList]:
+    """Per queue: unfinished tasks (queued, retrying, running) and live workers."""
     return Call("GET", f"{API_PREFIX}/queues", _parse_model(QueueList))
 
 
 def delete_worker(worker_id: str) -> Call[int]:
+    """Deregister a worker; the number removed (0 or 1)."""
     return Call("DELETE", _worker_path(worker_id), _parse_deleted)
 
 
@@ -401,6 +424,7 @@ def list_tasks(
     sort_by: SortBy = "createdAt",
     sort_order: SortOrder = "desc",
 ) -> Call[Page[Task]]:
+    """One page of tasks matching every filter given."""
     params: list[tuple[str, str]] = []
     if run_id is not None:
         params.append(("runId", _id(run_id, "run_id")))
@@ -430,6 +454,7 @@ def create_run_data(
     tags: Names | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Call[RunData]:
+    """Add an entry under ``key`` (earlier entries of the key are kept)."""
     body = _body(
         RunDataCreate,
         key=key,
@@ -457,6 +482,7 @@ def query_run_data(
     sort_by: DataSortBy | None = None,
     sort_order: SortOrder | None = None,
 ) -> Call[Page[RunData]]:
+    """One page of entries: key filters OR-ed, tag filters AND-ed with them."""
     path = _data_path(run_id)
     params: list[tuple[str, str]] = []
     if key is not None:
@@ -480,11 +506,13 @@ def query_run_data(
 
 
 def get_run_data(run_id: Id, key: str) -> Call[RunData | None]:
+    """The latest entry of ``key``; success with ``None`` when the key has none."""
     query = query_run_data(run_id, key=key, limit=1)
     return Call("GET", query.path, _parse_latest, params=query.params)
 
 
 def get_all_run_data(run_id: Id, key: str, *, limit: int = 1000) -> Call[list[RunData]]:
+    """Every entry of ``key``, newest first (at most ``limit``)."""
     query = query_run_data(run_id, key=key, include_all=True, limit=limit, sort_order="desc")
     return Call("GET", query.path, _parse_entries, params=query.params)
 
@@ -497,6 +525,7 @@ def query_run_data_by_tags(
     include_all: bool = False,
     limit: int = 1000,
 ) -> Call[list[RunData]]:
+    """Entries with any (or all) of ``tags``; latest per key unless ``include_all``."""
     query = query_run_data(
         run_id, tags=tags, tag_mode=tag_mode, include_all=include_all, limit=limit
     )
@@ -506,12 +535,14 @@ def query_run_data_by_tags(
 def update_run_data_tags(
     run_id: Id, data_id: Id, *, add: Names = (), remove: Names = ()
 ) -> Call[RunData]:
+    """Add and remove tags of one entry."""
     path = f"{_data_path(run_id)}/{_id(data_id, 'data_id')}/tags"
     body = _body(RunDataTagsUpdate, add=_names(add, "add"), remove=_names(remove, "remove"))
     return Call("PATCH", path, _parse_model(RunData), body=body)
 
 
 def delete_run_data(run_id: Id, *, key: str | None = None, id: Id | None = None) -> Call[int]:
+    """Delete every entry of ``key``, or the entry ``id``; the data is the count deleted."""
     if (key is None) == (id is None):
         raise TypeError("delete_run_data needs exactly one of key= or id=")
     params = (("key", key),) if key is not None else (("id", _id(id, "id")),)  # type: ignore[arg-type]
@@ -523,6 +554,7 @@ def delete_run_data(run_id: Id, *, key: str | None = None, id: Id | None = None)
 
 def health() -> Call[Health]:
     # A degraded service answers 503 with a Health body: that is an answer, not a failure.
+    """The service's health (no key needed); a degraded service is still a success."""
     return Call(
         "GET", "/health", _parse_model(Health), authenticated=False, also_ok=frozenset({503})
     )

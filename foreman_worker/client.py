@@ -4,51 +4,33 @@ Both have the same methods, and every method returns a :class:`~foreman_worker.r
 API errors, network errors, timeouts and malformed responses come back as ``result.error``,
 never as exceptions. Only misuse raises (a wrong argument type, a bad configuration).
 
-What a call sends and how its answer is read lives in :mod:`foreman_worker._calls` and is
-shared by both classes; they only do the I/O and the waiting between retries.
+Each call is written once, in :mod:`foreman_worker._calls`: its parameters, docstring,
+what it sends and how its answer is read. Both classes make their methods from those
+builders (:mod:`foreman_worker._methods`) and only do the I/O and the waiting between
+retries.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple, ParamSpec, Self, TypeVar, cast
 
 import httpx
 import tenacity
 
-from foreman_api.schemas import (
-    AttemptList,
-    Health,
-    Page,
-    QueueList,
-    Reconciliation,
-    Retried,
-    Run,
-    RunData,
-    RunStatus,
-    Task,
-    TaskStatus,
-    Worker,
-)
 from foreman_worker import _calls, _responses
 from foreman_worker._async_client import AsyncForemanClient
 from foreman_worker._calls import (
     UNSET,
     Call,
-    DataSortBy,
-    Id,
     InvalidRequest,
-    Names,
-    SortBy,
-    SortOrder,
-    TagMode,
     Unset,
 )
 from foreman_worker._config import ClientBase
+from foreman_worker._methods import sync_method
 from foreman_worker._responses import Attempt
 from foreman_worker._retry import RetryPolicy
 from foreman_worker._wire import Sent, Wire, lean_wire_fits
@@ -194,325 +176,62 @@ class ForemanClient(ClientBase):
 
     # ---- runs ----------------------------------------------------------------------------
 
-    def create_run(
-        self, input_data: Any, *, metadata: Mapping[str, Any] | None = None
-    ) -> Result[Run]:
-        """Create a run (``POST /runs``) with any JSON ``input_data``."""
-        return self._call(_calls.create_run, input_data, metadata=metadata)
+    create_run = sync_method(_calls.create_run)
 
-    def get_run(self, run_id: Id) -> Result[Run]:
-        """Fetch a run; ``not_found`` if it does not exist in the key's organisation."""
-        return self._call(_calls.get_run, run_id)
+    get_run = sync_method(_calls.get_run)
 
-    def update_run(
-        self,
-        run_id: Id,
-        *,
-        status: RunStatus | str | Unset = UNSET,
-        output_data: Any = UNSET,
-        error_data: Any = UNSET,
-        metadata: Mapping[str, Any] | Unset | None = UNSET,
-    ) -> Result[Run]:
-        """Change a run; only the fields passed are sent (``None`` is sent as ``null``)."""
-        return self._call(
-            _calls.update_run,
-            run_id,
-            status=status,
-            output_data=output_data,
-            error_data=error_data,
-            metadata=metadata,
-        )
+    update_run = sync_method(_calls.update_run)
 
-    def list_runs(
-        self,
-        *,
-        status: RunStatus | str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        sort_by: SortBy = "createdAt",
-        sort_order: SortOrder = "desc",
-    ) -> Result[Page[Run]]:
-        """One page of runs, optionally of one status."""
-        return self._call(
-            _calls.list_runs,
-            status=status,
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-        )
+    list_runs = sync_method(_calls.list_runs)
 
     # ---- tasks ---------------------------------------------------------------------------
 
-    def create_task(
-        self,
-        run_id: Id,
-        type: str,
-        *,
-        input_data: Any = None,
-        parent_task_id: Id | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        max_retries: int | None = None,
-        queue: str | None = None,
-        status: TaskStatus | str = TaskStatus.PENDING,
-        idempotency_key: str | None = None,
-    ) -> Result[Task]:
-        """Create a task in a run (``max_retries`` None: the server's default, 3)."""
-        return self._call(
-            _calls.create_task,
-            run_id,
-            type,
-            input_data=input_data,
-            parent_task_id=parent_task_id,
-            metadata=metadata,
-            max_retries=max_retries,
-            queue=queue,
-            status=status,
-            idempotency_key=idempotency_key,
-        )
+    create_task = sync_method(_calls.create_task)
 
-    def get_task(self, task_id: Id) -> Result[Task]:
-        """Fetch a task."""
-        return self._call(_calls.get_task, task_id)
+    get_task = sync_method(_calls.get_task)
 
-    def update_task(
-        self,
-        task_id: Id,
-        *,
-        status: TaskStatus | str | Unset = UNSET,
-        output_data: Any = UNSET,
-        error_data: Any = UNSET,
-        metadata: Mapping[str, Any] | Unset | None = UNSET,
-        queue_job_id: str | Unset | None = UNSET,
-        lease_seconds: float | Unset = UNSET,
-        retry_delay: float | Unset = UNSET,
-        worker_id: str | Unset = UNSET,
-    ) -> Result[Task]:
-        """Change a task; an illegal status transition is a ``409`` (code ``conflict``)."""
-        return self._call(
-            _calls.update_task,
-            task_id,
-            status=status,
-            output_data=output_data,
-            error_data=error_data,
-            metadata=metadata,
-            queue_job_id=queue_job_id,
-            lease_seconds=lease_seconds,
-            retry_delay=retry_delay,
-            worker_id=worker_id,
-        )
+    update_task = sync_method(_calls.update_task)
 
-    def retry_task(self, task_id: Id, *, input_data: Any = UNSET) -> Result[Task]:
-        """Run a failed or cancelled task again (``queued``, fresh retry budget, history
-        kept); with ``input_data``, a replay with that input. Repeating it is harmless.
-        The API does not enqueue: see :func:`foreman_worker.resubmit`."""
-        return self._call(_calls.retry_task, task_id, input_data=input_data)
+    retry_task = sync_method(_calls.retry_task)
 
-    def retry_run(self, run_id: Id) -> Result[Retried]:
-        """Retry every failed or cancelled task of a run; reports what moved."""
-        return self._call(_calls.retry_run, run_id)
+    retry_run = sync_method(_calls.retry_run)
 
-    def retry_tasks(
-        self,
-        *,
-        run_id: Id | None = None,
-        type: str | None = None,
-        status: TaskStatus | str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int = 10_000,
-    ) -> Result[Retried]:
-        """Retry every failed (or cancelled) task matching all the conditions given, oldest
-        first, up to ``limit``; reports what moved."""
-        return self._call(
-            _calls.retry_tasks,
-            run_id=run_id,
-            type=type,
-            status=status,
-            created_after=created_after,
-            created_before=created_before,
-            limit=limit,
-        )
+    retry_tasks = sync_method(_calls.retry_tasks)
 
-    def list_attempts(self, task_id: Id) -> Result[AttemptList]:
-        """Every attempt of a task, first to last (worker, job, times, outcome, error)."""
-        return self._call(_calls.list_attempts, task_id)
+    list_attempts = sync_method(_calls.list_attempts)
 
-    def heartbeat_task(
-        self, task_id: Id, *, queue_job_id: str, lease_seconds: float
-    ) -> Result[Task]:
-        """Renew the lease of a task claimed by ``queue_job_id`` (``409 stale_claim`` if lost)."""
-        return self._call(
-            _calls.heartbeat_task, task_id, queue_job_id=queue_job_id, lease_seconds=lease_seconds
-        )
+    heartbeat_task = sync_method(_calls.heartbeat_task)
 
-    def reconcile_tasks(
-        self, *, after: Id | None = None, limit: int = 500, grace_seconds: float = 5.0
-    ) -> Result[Reconciliation]:
-        """Recover tasks whose lease expired; one page of tasks that should be queued."""
-        return self._call(
-            _calls.reconcile_tasks, after=after, limit=limit, grace_seconds=grace_seconds
-        )
+    reconcile_tasks = sync_method(_calls.reconcile_tasks)
 
     # ---- workers -------------------------------------------------------------------------
 
-    def register_worker(
-        self,
-        worker_id: str,
-        *,
-        queues: Iterable[str],
-        handlers: Iterable[Mapping[str, Any]],
-        hostname: str | None = None,
-        pid: int | None = None,
-        current_task_id: Id | None = None,
-    ) -> Result[Worker]:
-        """Register (or heartbeat) a worker: its queues, handlers and current task."""
-        return self._call(
-            _calls.register_worker,
-            worker_id,
-            queues=queues,
-            handlers=handlers,
-            hostname=hostname,
-            pid=pid,
-            current_task_id=current_task_id,
-        )
+    register_worker = sync_method(_calls.register_worker)
 
-    def list_workers(self) -> Result[Page[Worker]]:
-        """The organisation's live workers."""
-        return self._call(_calls.list_workers)
+    list_workers = sync_method(_calls.list_workers)
 
-    def list_queues(self) -> Result[QueueList]:
-        """Per queue: unfinished tasks (queued, retrying, running) and live workers."""
-        return self._call(_calls.list_queues)
+    list_queues = sync_method(_calls.list_queues)
 
-    def delete_worker(self, worker_id: str) -> Result[int]:
-        """Deregister a worker; the number removed (0 or 1)."""
-        return self._call(_calls.delete_worker, worker_id)
+    delete_worker = sync_method(_calls.delete_worker)
 
-    def list_tasks(
-        self,
-        *,
-        run_id: Id | None = None,
-        parent_task_id: Id | None = None,
-        status: TaskStatus | str | None = None,
-        type: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        sort_by: SortBy = "createdAt",
-        sort_order: SortOrder = "desc",
-    ) -> Result[Page[Task]]:
-        """One page of tasks matching every filter given."""
-        return self._call(
-            _calls.list_tasks,
-            run_id=run_id,
-            parent_task_id=parent_task_id,
-            status=status,
-            type=type,
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-        )
+    list_tasks = sync_method(_calls.list_tasks)
 
     # ---- run data ------------------------------------------------------------------------
 
-    def create_run_data(
-        self,
-        run_id: Id,
-        key: str,
-        value: Any,
-        *,
-        task_id: Id | None = None,
-        tags: Names | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Result[RunData]:
-        """Add an entry under ``key`` (earlier entries of the key are kept)."""
-        return self._call(
-            _calls.create_run_data,
-            run_id,
-            key,
-            value,
-            task_id=task_id,
-            tags=tags,
-            metadata=metadata,
-        )
+    create_run_data = sync_method(_calls.create_run_data)
 
-    def get_run_data(self, run_id: Id, key: str) -> Result[RunData | None]:
-        """The latest entry of ``key``; success with ``None`` when the key has none."""
-        return self._call(_calls.get_run_data, run_id, key)
+    get_run_data = sync_method(_calls.get_run_data)
 
-    def get_all_run_data(self, run_id: Id, key: str, *, limit: int = 1000) -> Result[list[RunData]]:
-        """Every entry of ``key``, newest first (at most ``limit``)."""
-        return self._call(_calls.get_all_run_data, run_id, key, limit=limit)
+    get_all_run_data = sync_method(_calls.get_all_run_data)
 
-    def query_run_data_by_tags(
-        self,
-        run_id: Id,
-        tags: Names,
-        tag_mode: TagMode = "any",
-        *,
-        include_all: bool = False,
-        limit: int = 1000,
-    ) -> Result[list[RunData]]:
-        """Entries with any (or all) of ``tags``; latest per key unless ``include_all``."""
-        return self._call(
-            _calls.query_run_data_by_tags,
-            run_id,
-            tags,
-            tag_mode,
-            include_all=include_all,
-            limit=limit,
-        )
+    query_run_data_by_tags = sync_method(_calls.query_run_data_by_tags)
 
-    def query_run_data(
-        self,
-        run_id: Id,
-        *,
-        key: str | None = None,
-        keys: Names | None = None,
-        key_starts_with: Names | None = None,
-        key_pattern: Names | None = None,
-        tags: Names | None = None,
-        tag_starts_with: Names | None = None,
-        tag_mode: TagMode | None = None,
-        include_all: bool = False,
-        limit: int | None = None,
-        offset: int | None = None,
-        sort_by: DataSortBy | None = None,
-        sort_order: SortOrder | None = None,
-    ) -> Result[Page[RunData]]:
-        """One page of entries: key filters OR-ed, tag filters AND-ed with them."""
-        return self._call(
-            _calls.query_run_data,
-            run_id,
-            key=key,
-            keys=keys,
-            key_starts_with=key_starts_with,
-            key_pattern=key_pattern,
-            tags=tags,
-            tag_starts_with=tag_starts_with,
-            tag_mode=tag_mode,
-            include_all=include_all,
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-        )
+    query_run_data = sync_method(_calls.query_run_data)
 
-    def update_run_data_tags(
-        self, run_id: Id, data_id: Id, *, add: Names = (), remove: Names = ()
-    ) -> Result[RunData]:
-        """Add and remove tags of one entry."""
-        return self._call(_calls.update_run_data_tags, run_id, data_id, add=add, remove=remove)
+    update_run_data_tags = sync_method(_calls.update_run_data_tags)
 
-    def delete_run_data(
-        self, run_id: Id, *, key: str | None = None, id: Id | None = None
-    ) -> Result[int]:
-        """Delete every entry of ``key``, or the entry ``id``; the data is the count deleted."""
-        return self._call(_calls.delete_run_data, run_id, key=key, id=id)
+    delete_run_data = sync_method(_calls.delete_run_data)
 
     # ---- service -------------------------------------------------------------------------
 
-    def health(self) -> Result[Health]:
-        """The service's health (no key needed); a degraded service is still a success."""
-        return self._call(_calls.health)
+    health = sync_method(_calls.health)
