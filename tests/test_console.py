@@ -135,15 +135,6 @@ def test_runs_watch_redraws_the_run_in_place_until_it_completes(
     env = foreman_env(api, redis_url)
     run = client.create_run({"watch": True}).unwrap()
     count = 6
-    for i in range(count):
-        submit(
-            run.id,
-            "itest.counted",
-            {"sleep": 0.8, "i": i},
-            client=client,
-            queue=QUEUE,
-            connection=conn,
-        )
     transcript = io.StringIO()
     watch = pexpect.spawn(
         str(BIN / "foreman"),
@@ -154,6 +145,16 @@ def test_runs_watch_redraws_the_run_in_place_until_it_completes(
         timeout=60,
     )
     watch.logfile_read = transcript
+    watch.expect("0/0 tasks settled")  # watching before the tasks exist: however slow it starts
+    for i in range(count):
+        submit(
+            run.id,
+            "itest.counted",
+            {"sleep": 0.8, "i": i},
+            client=client,
+            queue=QUEUE,
+            connection=conn,
+        )
     seen: list[int] = []
     while watch.expect([rf"(\d+)/{count} tasks settled", pexpect.EOF]) == 0:
         seen.append(int(watch.match.group(1)))
