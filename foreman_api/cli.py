@@ -8,15 +8,16 @@ import sys
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from foreman_api.auth import issue_key
 from foreman_api.clock import as_utc, utcnow
 from foreman_api.metrics.processes import shared_directory
-from foreman_api.settings import get_settings, parse_rate_limit
+from foreman_api.settings import Settings, environment_help, get_settings, parse_rate_limit
 from foreman_api.storage import api_keys as key_storage
-from foreman_api.storage.engine import create_engine
+from foreman_api.storage.engine import create_engine, is_sqlite
 from foreman_api.storage.migrate import pending_revision, upgrade
 
 _DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -48,8 +49,17 @@ def parse_expiry(text: str) -> datetime:
     return moment
 
 
-def _engine() -> sa.Engine:
-    return create_engine(get_settings().database_url, pool_size=1)
+def _engine(*, create: bool = False) -> sa.Engine:
+    """The configured database; a SQLite file that does not exist is an error unless
+    ``create`` (``migrate`` makes it; other commands would only make an empty one)."""
+    url = get_settings().database_url
+    path = sa.make_url(url).database
+    if not create and is_sqlite(url) and path and path != ":memory:" and not Path(path).exists():
+        raise CliError(
+            f"no SQLite database at {Path(path).resolve()}: run `foreman-api migrate` to "
+            "create it, or set FOREMAN_DATABASE_URL to the one you meant"
+        )
+    return create_engine(url, pool_size=1)
 
 
 def _require_migrated(engine: sa.Engine) -> None:
@@ -58,7 +68,7 @@ def _require_migrated(engine: sa.Engine) -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
-    engine = _engine()
+    engine = _engine(create=True)
     upgrade(engine)
     print(f"database migrated: {engine.url.render_as_string(hide_password=True)}")
 
@@ -155,7 +165,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="foreman-api", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="foreman-api",
+        description="Foreman's API service: migrate the database, serve the API, manage API keys.",
+        epilog=environment_help(Settings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")

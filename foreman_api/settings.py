@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,17 +59,26 @@ def parse_rate_limit(text: str) -> RateLimit:
 class Settings(BaseSettings):
     """Everything the API service reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="FOREMAN_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FOREMAN_", extra="ignore", use_attribute_docstrings=True
+    )
 
     database_url: str = Field(default=f"sqlite:///{DEFAULT_SQLITE_PATH}")
+    """Where runs and tasks live: ``sqlite:///path`` or ``postgresql://user:pass@host/db``."""
     redis_url: str | None = None
+    """Redis for rate limits shared by several API processes (unset: kept in memory)."""
     rate_limit_namespace: str = Field(default="foreman:ratelimit", min_length=1)
     """Prefix of the rate-limit counters in Redis (one per deployment sharing a server)."""
     rate_limit: str = "100/15m"
+    """Default per-key limit, ``N/<s,m,h,d>`` or ``unlimited`` (a key may set its own)."""
     env: str = "dev"
+    """Names the keys this server issues: ``fmn_<env>_…``."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Larger request bodies get ``413``."""
     auth_failure_limit: str = "30/1m"
+    """Failed authentications allowed per client address."""
     key_cache_seconds: float = Field(default=2.0, ge=0)
+    """How long a key lookup is cached (a revocation takes effect within this)."""
     sqlite_lock_timeout: float = Field(default=30.0, gt=0)
     """SQLite: how long a write waits for another process's write lock before a 503."""
     metrics_enabled: bool = True
@@ -96,6 +106,22 @@ class Settings(BaseSettings):
     @property
     def auth_failure_rate_limit(self) -> RateLimit:
         return parse_rate_limit(self.auth_failure_limit)
+
+
+def environment_help(settings: type[BaseSettings]) -> str:
+    """The environment variables of ``settings`` with their defaults and the first line of
+    their docstrings, for a command's ``--help``."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    lines = ["environment variables:"]
+    for name, field in settings.model_fields.items():
+        default = "unset" if field.default in (None, "") else repr(field.default)
+        lines.append(f"  {prefix}{name.upper()} (default {default})")
+        if field.description:
+            first = " ".join(field.description.split()).split(". ")[0].rstrip(".")
+            lines += textwrap.wrap(
+                first.replace("``", ""), 88, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=1)

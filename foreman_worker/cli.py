@@ -36,6 +36,7 @@ from types import FrameType
 
 import redis
 
+from foreman_api.settings import environment_help
 from foreman_worker.client import ForemanClient
 from foreman_worker.errors import ForemanError
 from foreman_worker.registry import QUEUE_NAME, registry
@@ -61,7 +62,10 @@ class StartupError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="foreman-worker", description="Run Foreman task handlers on RQ queues."
+        prog="foreman-worker",
+        description="Run Foreman task handlers on RQ queues.",
+        epilog=environment_help(WorkerSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--app",

@@ -19,14 +19,18 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 class WorkerSettings(BaseSettings):
     """Everything a worker process (or an enqueuing process) reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="FOREMAN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FOREMAN_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     api_url: str = DEFAULT_API_URL
+    """The Foreman API this worker records its tasks in."""
     api_key: SecretStr | None = None
+    """An API key with tasks:read and tasks:update (and run data permissions if used)."""
     redis_url: str = DEFAULT_REDIS_URL
+    """The Redis that carries the RQ queues."""
     queue_prefix: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
-    """Deployment prefix of every Redis name (``FOREMAN_QUEUE_PREFIX``): deployments that
-    share a Redis database use different prefixes and never see each other's tasks."""
+    """Deployment prefix of every Redis name: deployments that share a Redis database use different prefixes and never see each other's tasks."""
 
     worker_lease: float = Field(default=10.0, ge=3.0, le=600.0)
     """How long a running job stays owned without a heartbeat. A worker that dies is

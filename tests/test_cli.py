@@ -263,3 +263,38 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot reach the database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_sqlite_file_is_named_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "foreman.db"
+    cli = Cli(database_url=f"sqlite:///{missing}", cwd=tmp_path)
+    for args in (("serve", "--port", "0"), ("keys", "list")):
+        result = cli.run(*args, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert f"no SQLite database at {missing}" in result.stderr
+        assert "FOREMAN_DATABASE_URL" in result.stderr
+    assert not missing.parent.exists()  # nothing made on the way
+    assert cli.run("migrate", timeout=60).returncode == 0  # migrate creates it
+    assert missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "settings"),
+    [
+        ("foreman-api", "foreman_api.settings:Settings"),
+        ("foreman-worker", "foreman_worker.settings:WorkerSettings"),
+    ],
+)
+def test_help_lists_every_environment_variable(command: str, settings: str) -> None:
+    module, _, name = settings.partition(":")
+    model = getattr(__import__(module, fromlist=[name]), name)
+    shown = subprocess.run(
+        [str(FOREMAN_API.with_name(command)), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "``" not in shown
+    for field in model.model_fields:
+        assert f"FOREMAN_{field.upper()} (default" in shown, field
