@@ -116,8 +116,10 @@ async def authorise(
     if not decision.allowed:
         instruments.rate_limited("key")
         raise RateLimited(
-            f"rate limit of {decision.limit} requests exceeded; retry in "
-            f"{decision.reset_seconds} s",
+            f"rate limit of {decision.limit} requests exceeded for this key; retry in "
+            f"{decision.reset_seconds} s. A busier client (a worker spends two requests per "
+            "task) needs a key with a higher limit: `foreman-api keys create … --rate-limit "
+            "20000/1m` (or unlimited); FOREMAN_RATE_LIMIT sets the server default",
             headers=decision.headers(),
         )
     return principal, decision.headers()

@@ -30,7 +30,8 @@ class WorkerSettings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     """The Redis that carries the RQ queues."""
     queue_prefix: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
-    """Deployment prefix of every Redis name: deployments that share a Redis database use different prefixes and never see each other's tasks."""
+    """Deployment prefix of every Redis name: deployments that share a Redis database use
+    different prefixes and never see each other's tasks."""
 
     worker_lease: float = Field(default=10.0, ge=3.0, le=600.0)
     """How long a running job stays owned without a heartbeat. A worker that dies is

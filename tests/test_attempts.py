@@ -47,6 +47,7 @@ def test_every_attempt_is_kept_with_its_worker_job_times_outcome_and_error(
     claim(api, auth, task["id"], "job-2", "worker-b")
     done = patch_task(api, auth, task["id"], status="completed", queueJobId="job-2", outputData=1)
     assert done.status_code == 200, done.text
+    assert done.json()["errorData"] is None  # the first attempt's error stays in its attempt
 
     first, second = attempts(api, auth, task["id"])
     assert (first["number"], first["workerId"], first["queueJobId"]) == (1, "worker-a", "job-1")

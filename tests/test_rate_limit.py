@@ -138,6 +138,7 @@ def test_key_limit_is_exact_with_headers(limited_api: Callable[..., Api]) -> Non
     refused = api.client.get(RUNS, headers=limited)
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
+    assert "--rate-limit" in refused.json()["error"]  # says how to get a higher limit
     _assert_headers(refused, limit=5, remaining=0)
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     # Writes are refused too, and change nothing.

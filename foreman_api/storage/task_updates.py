@@ -165,6 +165,8 @@ def transition_statement(
         values["retry_count"] = tasks.c.retry_count + 1
         values["retry_at"] = sa.bindparam("p_retry_at", type_=tasks.c.retry_at.type)
     elif is_terminal_task(target):
+        if target is TaskStatus.COMPLETED and "error_data" not in changed:
+            values["error_data"] = None  # an earlier attempt's error stays in its attempt
         values["completed_at"] = _NOW
         values["duration_ms"] = elapsed_ms_sql(dialect, start=tasks.c.started_at, end=_NOW)
     where = [*_BY_ID, tasks.c.status.in_([s.value for s in task_sources(target)])]
