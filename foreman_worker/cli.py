@@ -105,6 +105,14 @@ def import_apps(modules: Sequence[str]) -> None:
             importlib.import_module(module)
         except ForemanError as exc:
             raise StartupError(f"cannot import {module}: {exc}") from exc
+        except ModuleNotFoundError as exc:
+            if exc.name is None or module.split(".")[0] != exc.name.split(".")[0]:
+                raise StartupError(f"cannot import {module}: {exc}") from exc
+            raise StartupError(
+                f"cannot import {module}: no module {exc.name!r} in {os.getcwd()} or on "
+                "sys.path; run foreman-worker from the directory that holds it (or a "
+                "package installed in this environment), or add its directory to PYTHONPATH"
+            ) from exc
         except Exception as exc:
             raise StartupError(f"cannot import {module}: {type(exc).__name__}: {exc}") from exc
     if not len(registry):

@@ -572,7 +572,9 @@ def test_startup_errors_are_one_line(api: ApiServer, redis_url: str) -> None:
         # (an unreachable Redis is waited for: tests/test_worker_resilience.py)
         ({"FOREMAN_REDIS_URL": "nosuch://x"}, APP, "FOREMAN_REDIS_URL"),
         ({}, "json", "no task handlers registered"),
-        ({}, "no_such_module_xyz", "cannot import no_such_module_xyz"),
+        # a module not found where the worker runs: the message says where it looked
+        ({}, "no_such_module_xyz", f"no module 'no_such_module_xyz' in {ROOT}"),
+        ({}, "no_such_module_xyz", "run foreman-worker from the directory that holds it"),
     ]
     for overrides, app, message in cases:
         result = subprocess.run(
