@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
+try:
+    import sqlalchemy as sa
+except ModuleNotFoundError as missing:  # the worker-only install: `pip install foreman`
+    raise SystemExit(
+        f"foreman-api: the API service's dependencies are not installed ({missing.name} is "
+        "missing): pip install 'foreman[api]'"
+    ) from None
 
 from foreman_api.auth import issue_key
 from foreman_api.clock import as_utc, utcnow

@@ -26,6 +26,9 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -126,6 +129,40 @@ def format_timestamp(value: datetime) -> str:
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 
+_E = TypeVar("_E", bound=StrEnum)
+_newer_values: dict[tuple[type[StrEnum], str], StrEnum] = {}
+
+
+def newer_value(enum: type[_E], value: str) -> _E:
+    """A member of ``enum`` for a value this version does not know (a newer server's): it
+    equals ``value``, serialises as it, and is none of the known members. Requests never
+    accept it (``enum(value)`` still raises); only responses are read with it."""
+    member = _newer_values.get((enum, value))
+    if member is None:
+        member = str.__new__(enum, value)
+        member._name_ = value.upper()
+        member._value_ = value
+        _newer_values[(enum, value)] = member
+    return member  # type: ignore[return-value]
+
+
+def _known_or_newer(enum: type[StrEnum]) -> WrapValidator:
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            if isinstance(value, str) and value:
+                return newer_value(enum, value)
+            raise
+
+    return WrapValidator(validate)
+
+
+ReportedRunStatus = Annotated[RunStatus, _known_or_newer(RunStatus)]
+"""A run's status in a response: a status added by a newer server is kept, not refused."""
+ReportedTaskStatus = Annotated[TaskStatus, _known_or_newer(TaskStatus)]
+"""A task's status in a response: a status added by a newer server is kept, not refused."""
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(
@@ -167,7 +204,7 @@ class RunUpdate(_Request):
 class Run(_Response):
     id: uuid.UUID
     org_id: str
-    status: RunStatus
+    status: ReportedRunStatus
     input_data: JsonValue
     output_data: JsonValue = None
     error_data: JsonValue = None
@@ -272,7 +309,7 @@ class Task(_Response):
     parent_task_id: uuid.UUID | None = None
     org_id: str
     type: str
-    status: TaskStatus
+    status: ReportedTaskStatus
     input_data: JsonValue = None
     output_data: JsonValue = None
     error_data: JsonValue = None
@@ -335,7 +372,7 @@ class WaitingTask(_Response):
 
     id: uuid.UUID
     queue: str
-    status: TaskStatus
+    status: ReportedTaskStatus
     retry_at: Timestamp | None = None
 
 

@@ -1022,3 +1022,27 @@ def test_every_method_against_the_app(api: Any) -> None:
         assert finished.unwrap().status is RunStatus.COMPLETED
         missing = client.get_task(uuid.uuid4())
         assert missing.error is not None and missing.error.code == "not_found"
+
+
+# ---- a newer server ----------------------------------------------------------------------
+
+
+def test_statuses_and_fields_of_a_newer_server_are_read_not_refused(
+    make_client: Callable[..., tuple[ForemanClient, FakeApi]],
+) -> None:
+    newer = task_json(status="paused", pausedBy="ops", retryAt=None)
+    client, _ = make_client(
+        httpx.Response(200, json=newer),
+        httpx.Response(200, json=page(newer, task_json())),
+        httpx.Response(200, json=run_json(status="archived")),
+    )
+    task = client.get_task(TASK_ID).unwrap()
+    assert task.status == "paused" and isinstance(task.status, TaskStatus)
+    assert task.status not in set(TaskStatus)  # none of the statuses this version knows
+    assert json.loads(task.model_dump_json(by_alias=True))["status"] == "paused"
+    listed = client.list_tasks().unwrap().data
+    assert [t.status for t in listed] == ["paused", TaskStatus.PENDING]
+    assert client.get_run(RUN_ID).unwrap().status == "archived"
+    # ...but this version never sends one it does not know
+    refused = client.update_task(TASK_ID, status="paused")
+    assert refused.error is not None and refused.error.code == "invalid_request"
