@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
 from foreman_worker.errors import RegistrationError
 
@@ -35,6 +35,7 @@ NO_DEFAULT: Any = inspect.Parameter.empty
 MAX_FIELD_ERRORS = 20
 """An error keeps the first 20 field errors (a long list of bad items stays small)."""
 _UNCHECKED: tuple[object, ...] = (Any, object, inspect.Parameter.empty)
+_CONFIG = ConfigDict(ser_json_inf_nan="constants")
 _MODULE_PATH = re.compile(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])")
 
 
@@ -148,6 +149,8 @@ def summary(exc: ValidationError) -> str:
 
 def type_name(annotation: object) -> str:
     """``dict[str, int]``, ``Order``, ``Optional[int]``: without module paths."""
+    if annotation is None or annotation is types.NoneType:
+        return "None"
     if typing.get_origin(annotation) is typing.Annotated:
         return type_name(typing.get_args(annotation)[0])
     if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
@@ -174,13 +177,27 @@ def _check(
     if any(annotation is unchecked for unchecked in _UNCHECKED):
         return None
     try:
-        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+        adapter = _adapter(annotation)
     except Exception as exc:  # PydanticSchemaGenerationError, PydanticUserError…
         raise RegistrationError(
             f"task {type_!r}: pydantic cannot validate {what} ({type_name(annotation)}): "
             f"{str(exc).splitlines()[0]} (annotate it with Any to take the value as it is)"
         ) from exc
     return TypeCheck(name, annotation, adapter)
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    """The adapter; NaN and infinities stay floats when serialised, so that the output's
+    JSON check refuses them rather than pydantic writing ``null`` in their place.
+
+    Models, dataclasses and TypedDicts keep their own configuration.
+    """
+    try:
+        return TypeAdapter(annotation, config=_CONFIG)
+    except PydanticUserError as exc:
+        if exc.code != "type-adapter-config-unused":
+            raise
+    return TypeAdapter(annotation)
 
 
 def _resolve(func: Callable[..., Any], raw: object, localns: Mapping[str, Any] | None) -> Any:
