@@ -82,6 +82,21 @@ def failed_once(world: World, task: Task, error_type: str) -> dict[str, Any]:
     return error
 
 
+def run_with_input(
+    world: World, annotation: Any, input_data: Any
+) -> tuple[Outcome, Task, list[object]]:
+    """Run a task of a handler ``(ctx, data: annotation)``: its outcome, the task, and the
+    ``data`` the handler was called with."""
+    seen: list[object] = []
+
+    def handler(ctx: TaskContext, data: annotation) -> None:  # type: ignore[valid-type]
+        seen.append(data)
+
+    world.registry.task("typed")(handler)
+    task = world.task("typed", input_data)
+    return world.run(task), task, seen
+
+
 # ---- valid input: each kind of annotation ------------------------------------------------
 
 
@@ -132,14 +147,8 @@ SHIPMENT = {
 def test_valid_input_is_validated_into_the_annotation(
     world: World, annotation: Any, input_data: Any, expected: Any
 ) -> None:
-    seen: list[object] = []
-
-    def handler(ctx: TaskContext, data: annotation) -> None:  # type: ignore[valid-type]
-        seen.append(data)
-
-    world.registry.task("typed")(handler)
-    task = world.task("typed", input_data)
-    assert world.run(task) is Outcome.COMPLETED
+    outcome, _, seen = run_with_input(world, annotation, input_data)
+    assert outcome is Outcome.COMPLETED
     assert seen == [expected]
     assert type(seen[0]) is type(expected)
 
@@ -236,14 +245,8 @@ def test_without_a_default_null_input_is_invalid(world: World) -> None:
 def test_invalid_input_fails_once_without_retry_naming_the_field(
     world: World, annotation: Any, input_data: Any, errors: list[tuple[str | None, str]]
 ) -> None:
-    calls: list[object] = []
-
-    def handler(ctx: TaskContext, data: annotation) -> None:  # type: ignore[valid-type]
-        calls.append(data)
-
-    world.registry.task("typed")(handler)
-    task = world.task("typed", input_data)
-    assert world.run(task) is Outcome.FAILED
+    outcome, task, calls = run_with_input(world, annotation, input_data)
+    assert outcome is Outcome.FAILED
     error = failed_once(world, task, "InvalidInput")
     assert error["errors"] == [{"field": f, "message": m} for f, m in errors]
     message = str(error["message"])
