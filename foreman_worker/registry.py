@@ -32,7 +32,7 @@ from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack
 from pydantic import BaseModel
 
 from foreman_worker.errors import RegistrationError
-from foreman_worker.validation import HandlerTypes, handler_types
+from foreman_worker.validation import HandlerTypes, defining_scope, handler_types
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -207,8 +207,7 @@ class Registry:
         options_dict: dict[str, Any] = dict(options)
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
-            # The registering scope's names resolve annotations of types defined in it.
-            localns = sys._getframe(1).f_locals
+            localns = defining_scope(func, sys._getframe(1))
             self.add(make_handler(type_, func, options_dict, localns=localns))
             return func
 

@@ -130,6 +130,16 @@ def handler_types(
     )
 
 
+def defining_scope(func: Callable[..., Any], frame: types.FrameType) -> Mapping[str, Any] | None:
+    """The local names of ``frame`` when it runs the function that defines ``func`` (a
+    handler declared inside a function), so that annotations naming its local types
+    resolve; None otherwise: another function's names must not shadow the handler's."""
+    scopes = getattr(func, "__qualname__", "").split(".<locals>.")
+    if len(scopes) < 2 or scopes[-2].rsplit(".", 1)[-1] != frame.f_code.co_name:
+        return None
+    return frame.f_locals
+
+
 def field_errors(exc: ValidationError) -> list[FieldError]:
     """pydantic's errors as (dotted path, message), the first :data:`MAX_FIELD_ERRORS`."""
     return [

@@ -130,6 +130,22 @@ def test_types_local_to_the_registering_function_resolve() -> None:
     assert handler.types.output is not None and handler.types.output.annotation is Local
 
 
+def _register_elsewhere(reg: Registry, func: Any) -> None:
+    Order = int  # a local of the registering function, not of the handler's scope
+    assert Order is int
+    reg.task("elsewhere")(func)
+
+
+def test_names_of_a_function_that_registers_the_handler_do_not_shadow_its_own() -> None:
+    reg = Registry()
+
+    def handler(ctx: TaskContext, data: Order) -> None: ...
+
+    _register_elsewhere(reg, handler)
+    found = reg.get("elsewhere")
+    assert found is not None and found.input_model is Order
+
+
 def test_an_annotation_that_cannot_be_resolved_is_a_registration_error() -> None:
     reg = Registry()
     with pytest.raises(
