@@ -7,12 +7,13 @@ A handler takes the task's context and, optionally, its input::
         ...
 
 * ``handler(ctx)`` — the handler reads ``ctx.input`` itself.
-* ``handler(ctx, data)`` — ``data`` is the task's ``inputData``. When the parameter is
-  annotated with a pydantic model the runner validates the input into that model first;
-  invalid input fails the task at once (no retry) with the offending fields named.
+* ``handler(ctx, data)`` — ``data`` is the task's whole ``inputData``, validated into the
+  parameter's annotation (a model, a dataclass, ``dict[str, int]``, ``int``…); invalid
+  input fails the task at once (no retry) with the offending fields named.
 
-Handlers may be ``def`` or ``async def``. The return value (any JSON value, or a pydantic
-model) becomes the task's ``outputData``. Options are checked when the module is imported:
+Handlers may be ``def`` or ``async def``. The return value (any JSON value, or a model or
+dataclass) becomes the task's ``outputData``, after a check against the return annotation
+(:mod:`foreman_worker.validation`). Options are checked when the module is imported:
 a duplicate type, an unknown option, a bad queue name or a bad number raise
 :class:`~foreman_worker.errors.RegistrationError` at once.
 """
@@ -22,15 +23,16 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 import threading
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel
 
 from foreman_worker.errors import RegistrationError
+from foreman_worker.validation import HandlerTypes, defining_scope, handler_types
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,9 +103,19 @@ class TaskHandler:
     timeout: float | None = None
     """Seconds an attempt may run; ``None`` means no limit."""
     backoff: Backoff = field(default_factory=Backoff)
-    input_model: InputModel | None = None
-    takes_input: bool = False
+    types: HandlerTypes = field(default_factory=HandlerTypes)
+    """Its input and output checks (:mod:`foreman_worker.validation`), built once here."""
     is_async: bool = False
+
+    @property
+    def takes_input(self) -> bool:
+        """``handler(ctx, data)`` rather than ``handler(ctx)``."""
+        return self.types.takes_input
+
+    @property
+    def input_model(self) -> InputModel | None:
+        """The input annotation when it is a pydantic model."""
+        return self.types.input_model
 
 
 def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
@@ -114,41 +126,17 @@ def _check_number(name: str, value: object, *, minimum: float, integer: bool = F
         raise RegistrationError(f"{name} must be >= {minimum}, got {value!r}")
 
 
-def _inspect_signature(type_: str, func: Callable[..., Any]) -> tuple[bool, type[BaseModel] | None]:
-    """Return (takes_input, input_model) for a handler, or reject its signature."""
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError) as exc:
-        raise RegistrationError(f"task {type_!r}: cannot inspect the handler: {exc}") from exc
-    positional = [
-        p
-        for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    required_kw = [
-        p
-        for p in signature.parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.default is p.empty
-    ]
-    if required_kw or not 1 <= len(positional) <= 2:
-        raise RegistrationError(
-            f"task {type_!r}: a handler takes (ctx) or (ctx, data), not {func.__name__}{signature}"
-        )
-    if len(positional) == 1:
-        return False, None
-    data = positional[1]
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:  # unresolvable forward references: treat the input as raw JSON
-        hints = {}
-    annotation = hints.get(data.name)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return True, annotation
-    return True, None
+def make_handler(
+    type_: str,
+    func: Callable[..., Any],
+    options: dict[str, Any],
+    *,
+    localns: Mapping[str, Any] | None = None,
+) -> TaskHandler:
+    """Validate ``@task`` options and build the handler record (the one normalising helper).
 
-
-def make_handler(type_: str, func: Callable[..., Any], options: dict[str, Any]) -> TaskHandler:
-    """Validate ``@task`` options and build the handler record (the one normalising helper)."""
+    ``localns`` resolves annotations naming types local to the registering function.
+    """
     if not isinstance(type_, str) or not 1 <= len(type_) <= 255 or type_.strip() != type_:
         raise RegistrationError(
             f"task type must be a non-empty string of at most 255 characters without "
@@ -190,7 +178,6 @@ def make_handler(type_: str, func: Callable[..., Any], options: dict[str, Any]) 
         _check_number(f"task {type_!r}: backoff", backoff_option, minimum=0)
         backoff = Backoff(initial=float(backoff_option), maximum=max(300.0, backoff_option))
 
-    takes_input, input_model = _inspect_signature(type_, func)
     return TaskHandler(
         type=type_,
         func=func,
@@ -198,8 +185,7 @@ def make_handler(type_: str, func: Callable[..., Any], options: dict[str, Any]) 
         max_retries=max_retries,
         timeout=timeout,
         backoff=backoff,
-        input_model=input_model,
-        takes_input=takes_input,
+        types=handler_types(type_, func, localns=localns),
         is_async=inspect.iscoroutinefunction(func),
     )
 
@@ -221,7 +207,8 @@ class Registry:
         options_dict: dict[str, Any] = dict(options)
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
-            self.add(make_handler(type_, func, options_dict))
+            localns = defining_scope(func, sys._getframe(1))
+            self.add(make_handler(type_, func, options_dict, localns=localns))
             return func
 
         return decorate

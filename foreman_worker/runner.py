@@ -5,8 +5,9 @@ Per job (the job's only argument is the task ID)::
     release the enqueue marker → claim (PATCH running + queueJobId + leaseSeconds)
         ─409─▶ skip (finished, cancelled, held by another job; not due: scheduled again)
         → handler by type ─unknown─▶ failed
-        → input model ─invalid─▶ failed
+        → inputData validated into data's annotation ─invalid─▶ failed (InvalidInput)
         → handler(ctx[, data]) under its timeout, its lease renewed meanwhile
+        → return value validated against the return annotation ─invalid─▶ failed (InvalidOutput)
         → completed + outputData ─non-JSON─▶ failed
         ╰─ exception ─▶ retrying (retryAt = now + backoff), queued again for then
                      ╰▶ failed                                 (no retries left, or final)
@@ -37,12 +38,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 from redis import Redis, RedisError
 from rq import get_current_job
 from rq.job import Job
 
 from foreman_api.schemas import Json, Task, TaskStatus
-from foreman_worker import _calls, shutdown
+from foreman_worker import _calls, shutdown, validation
 from foreman_worker._retry import RetryPolicy
 from foreman_worker.context import TaskContext
 from foreman_worker.enqueue import (
@@ -343,7 +345,7 @@ class Runner:
         except SystemExit as exc:  # sys.exit() in a handler must not end the worker
             return self._fail(attempt, Failure.from_exception(exc), handler)
         log.debug("task %s ran in %.3fs", task.id, time.monotonic() - started)
-        output = _to_json(value)
+        output = _output(handler, value)
         if isinstance(output, Failure):
             return self._fail(attempt, output, handler)
         return self._complete(attempt, output, handler)
@@ -384,23 +386,16 @@ class Runner:
         )
 
     def _prepare_input(self, handler: TaskHandler, task: Task) -> object:
-        if handler.input_model is None:
-            return task.input_data
+        """The handler's ``data``, or the ``InvalidInput`` failure (never retried: the same
+        input fails the same way every time)."""
         try:
-            return handler.input_model.model_validate(task.input_data)
+            return handler.types.prepare_input(task.input_data)
         except ValidationError as exc:
-            fields = [
-                (".".join(str(p) for p in err["loc"]) or None, err["msg"])
-                for err in exc.errors(include_url=False)
-            ]
-            errors: list[JsonValue] = [{"field": f, "message": m} for f, m in fields]
-            summary = "; ".join(f"{f or '(input)'}: {m}" for f, m in fields)
-            return Failure(
-                "InvalidInput",
-                f"invalid input for {handler.input_model.__name__}: {summary}",
-                retryable=False,
-                extra={"errors": errors},
-            )
+            check = handler.types.input
+            if check is None:  # only a check raises ValidationError
+                raise
+            what = f"inputData is not a valid {check.type_name} (parameter {check.name!r})"
+            return _invalid("InvalidInput", what, exc)
 
     def _call(self, handler: TaskHandler, ctx: TaskContext, data: object) -> object:
         """The handler under its timeout (:mod:`foreman_worker.timeouts`): when this returns
@@ -581,15 +576,47 @@ def _replace_delay(failure: Failure, delay: float | None) -> Failure:
     )
 
 
+def _invalid(type_: str, what: str, exc: ValidationError) -> Failure:
+    """A failure naming each field that did not validate, in the message and as a list."""
+    errors: list[JsonValue] = [
+        {"field": error["field"], "message": error["message"]}
+        for error in validation.field_errors(exc)
+    ]
+    return Failure(
+        type_, f"{what}: {validation.summary(exc)}", retryable=False, extra={"errors": errors}
+    )
+
+
+def _output(handler: TaskHandler, value: object) -> JsonValue | Failure:
+    """The output to record: checked against the return annotation, then as JSON.
+
+    A mismatch is ``InvalidOutput`` and not retried: the handler already ran (its side
+    effects are done) and returns the same kind of value for the same input.
+    """
+    check = handler.types.output
+    if check is not None:
+        try:
+            value = check.to_json(value)
+        except ValidationError as exc:
+            what = f"the handler returned a value that is not a valid {check.type_name}"
+            return _invalid("InvalidOutput", what, exc)
+        except PydanticSerializationError as exc:
+            return _non_json(value, str(exc))
+    return _to_json(value)
+
+
 def _to_json(value: object) -> JsonValue | Failure:
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     try:
         return _JSON.validate_python(value)
     except ValidationError as exc:
-        return Failure(
-            "NonJsonOutput",
-            f"the handler returned {type(value).__name__}, which is not a JSON value: "
-            f"{exc.errors(include_url=False)[0]['msg']}",
-            retryable=False,
-        )
+        return _non_json(value, exc.errors(include_url=False)[0]["msg"])
+
+
+def _non_json(value: object, reason: str) -> Failure:
+    return Failure(
+        "NonJsonOutput",
+        f"the handler returned {type(value).__name__}, which is not a JSON value: {reason}",
+        retryable=False,
+    )

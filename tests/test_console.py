@@ -105,6 +105,24 @@ def test_foreman_shows_runs_tasks_attempts_workers_and_queues(
     foreman(env, "runs", "show", "not-an-id", code=2)
 
 
+def test_tasks_show_lists_each_field_of_invalid_input(
+    api: ApiServer,
+    workers: Workers,
+    client: ForemanClient,
+    new_task: Callable[..., Task],
+    redis_url: str,
+) -> None:
+    env = foreman_env(api, redis_url)
+    task = new_task("itest.lines", [{"qty": 1}, {"sku": "b", "qty": "three"}])
+    assert wait_terminal(client, task).status is TaskStatus.FAILED
+    detail = foreman(env, "tasks", "show", str(task.id)).stdout
+    assert "error: InvalidInput: inputData is not a valid list[Line]" in detail
+    assert "  0.sku: Field required\n" in detail
+    assert "  1.qty: Input should be a valid integer" in detail
+    shown = as_json(foreman(env, "tasks", "show", str(task.id), "--json"))
+    assert [e["field"] for e in shown["task"]["errorData"]["errors"]] == ["0.sku", "1.qty"]
+
+
 def test_foreman_retries_a_failed_task_and_watches_its_run_complete(
     api: ApiServer,
     workers: Workers,

@@ -110,3 +110,84 @@ def test_public_surface_is_sorted_and_complete() -> None:
     assert names == sorted(names, key=lambda n: (n[0].islower(), n))
     for name in names:
         assert hasattr(foreman_worker, name)
+
+
+# ---- annotations (foreman_worker/validation.py) ----------------------------------------
+
+
+def test_types_local_to_the_registering_function_resolve() -> None:
+    class Local(BaseModel):
+        n: int
+
+    reg = Registry()
+
+    @reg.task("local")
+    def local(ctx: TaskContext, data: Local) -> Local:
+        return data
+
+    handler = reg.get("local")
+    assert handler is not None and handler.input_model is Local
+    assert handler.types.output is not None and handler.types.output.annotation is Local
+
+
+def _register_elsewhere(reg: Registry, func: Any) -> None:
+    Order = int  # a local of the registering function, not of the handler's scope
+    assert Order is int
+    reg.task("elsewhere")(func)
+
+
+def test_names_of_a_function_that_registers_the_handler_do_not_shadow_its_own() -> None:
+    reg = Registry()
+
+    def handler(ctx: TaskContext, data: Order) -> None: ...
+
+    _register_elsewhere(reg, handler)
+    found = reg.get("elsewhere")
+    assert found is not None and found.input_model is Order
+
+
+def test_an_annotation_that_cannot_be_resolved_is_a_registration_error() -> None:
+    reg = Registry()
+    with pytest.raises(
+        RegistrationError, match=r"cannot resolve the annotation of 'data'.*Nowhere"
+    ):
+
+        @reg.task("unresolved")
+        def unresolved(ctx: TaskContext, data: Nowhere) -> None:  # type: ignore[name-defined]  # noqa: F821
+            ...
+
+    with pytest.raises(RegistrationError, match="cannot resolve the return annotation"):
+
+        @reg.task("unresolved-return")
+        def unresolved_return(ctx: TaskContext) -> Nowhere:  # type: ignore[name-defined]  # noqa: F821
+            ...
+
+    assert len(reg) == 0
+
+
+def test_a_type_pydantic_cannot_validate_is_a_registration_error() -> None:
+    class Opaque:
+        pass
+
+    reg = Registry()
+    with pytest.raises(
+        RegistrationError, match=r"pydantic cannot validate the annotation of 'data' \(Opaque\)"
+    ):
+
+        @reg.task("opaque")
+        def opaque(ctx: TaskContext, data: Opaque) -> None: ...
+
+    assert "opaque" not in reg
+
+
+def test_the_context_annotation_is_not_read() -> None:
+    """Only ``data`` and the return value are read: ``ctx`` may name a type that exists only
+    under TYPE_CHECKING."""
+    reg = Registry()
+
+    @reg.task("ctx-only-for-type-checkers")
+    def handler(ctx: OnlyForTypeCheckers, data: int) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return data
+
+    found = reg.get("ctx-only-for-type-checkers")
+    assert found is not None and found.types.input is not None

@@ -401,6 +401,7 @@ def test_timeout_is_retried_then_fails_as_timeout_error(
         ("itest.no-such-type", None, "UnknownTaskType", 0),
         ("itest.typed", {"x": 1, "y": "north"}, "InvalidInput", 0),
         ("itest.non-json", None, "NonJsonOutput", 1),
+        ("itest.bad-output", None, "InvalidOutput", 1),
     ],
 )
 def test_permanent_errors_fail_without_retry(
@@ -419,6 +420,34 @@ def test_permanent_errors_fail_without_retry(
     assert isinstance(done.error_data, dict) and done.error_data["type"] == error_type
     if error_type == "InvalidInput":
         assert "y" in str(done.error_data["message"])
+
+
+def test_typed_input_is_validated_and_bad_input_fails_once_naming_the_field(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    good = new_task("itest.lines", [{"sku": "a", "qty": 2}, {"sku": "b", "qty": "3"}])
+    bad = new_task("itest.lines", [{"sku": "a", "qty": 2}, {"sku": "b", "qty": "three"}])
+    done = wait_terminal(client, good)
+    assert (done.status, done.output_data) == (TaskStatus.COMPLETED, {"qty": 5})
+    failed = wait_terminal(client, bad)
+    assert (failed.status, failed.retry_count, runs(conn, bad)) == (TaskStatus.FAILED, 0, 0)
+    assert failed.max_retries == 3  # retries were left: invalid input is not retried
+    error = cast(dict[str, Any], failed.error_data)
+    assert error["type"] == "InvalidInput" and error["attempt"] == 1
+    assert error["errors"] == [
+        {
+            "field": "1.qty",
+            "message": "Input should be a valid integer, unable to parse string as an integer",
+        }
+    ]
+    assert error["message"].startswith(
+        "inputData is not a valid list[Line] (parameter 'lines'): 1.qty"
+    )
+    history = client.list_attempts(bad.id).unwrap().data
+    assert [(a.number, a.outcome) for a in history] == [(1, "failed")]
 
 
 def test_cancelled_task_is_skipped(

@@ -75,6 +75,11 @@ def show_task(
     if isinstance(task.error_data, dict):
         error = task.error_data
         out.print(Text(f"error: {error.get('type')}: {error.get('message')}", style="bold red"))
+        errors = error.get("errors")  # InvalidInput/InvalidOutput: field by field
+        for item in errors if isinstance(errors, list) else []:
+            if isinstance(item, dict):
+                where = f"{item['field']}: " if item.get("field") else ""
+                out.print(f"  {where}{item.get('message')}", style="red", highlight=False)
         if error.get("traceback"):
             out.print(str(error["traceback"]).rstrip(), style="red", highlight=False)
     out.print(Text("attempts:", style="bold"))

@@ -65,6 +65,24 @@ def typed(ctx: TaskContext, point: Point) -> Point:
     return Point(x=point.y, y=point.x)
 
 
+class Line(BaseModel):
+    sku: str
+    qty: int
+
+
+@task("itest.lines", queue=QUEUE)
+def lines(ctx: TaskContext, lines: list[Line]) -> dict[str, int]:
+    """Typed input and output: inputData is a list of lines."""
+    _record(ctx)
+    return {"qty": sum(line.qty for line in lines)}
+
+
+@task("itest.bad-output", queue=QUEUE)
+def bad_output(ctx: TaskContext) -> dict[str, int]:
+    _record(ctx)
+    return {"qty": "several"}  # type: ignore[dict-item]  # does not match the annotation
+
+
 @task("itest.non-json", queue=QUEUE)
 def non_json(ctx: TaskContext) -> Any:
     _record(ctx)
