@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
     from redis import Redis
 
-__all__ = ["Clock", "Foreman", "NotIdleError"]
+__all__ = ["Clock", "Foreman", "InProcessClient", "NotIdleError"]
 
 TaskRef = Task | uuid.UUID | str
 RunRef = Run | uuid.UUID | str
@@ -138,7 +138,7 @@ class Foreman:
         self._closing.enter_context(reading(self.clock.now))
         self.redis: Redis = fakeredis.FakeRedis()
         self._closing.callback(self.redis.close)
-        self.client: ForemanClient = _InProcessClient(self._api, self._api.key(self.org))
+        self.client: ForemanClient = InProcessClient(_Transport(self._api), self._api.key(self.org))
         """The SDK's client, with an all-permissions key of :attr:`org`."""
         self._closing.callback(self.client.close)
 
@@ -496,27 +496,42 @@ class _Transport(httpx.BaseTransport):
         return self.api.send(request.method, str(request.url), request.headers.raw, content)
 
 
-class _AsyncTransport(httpx.AsyncBaseTransport):
-    """An async transport into :class:`_InProcessApi`, for async handlers' helpers: the
-    request waits in a thread, so the handler's event loop is never blocked."""
+class _ThreadedTransport(httpx.AsyncBaseTransport):
+    """An async transport that sends each request through a sync one, from a thread, so
+    the caller's event loop is never blocked."""
 
-    def __init__(self, api: _InProcessApi) -> None:
-        self.api = api
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self.transport = transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         content = await request.aread()
-        headers = request.headers.raw
-        return await asyncio.to_thread(
-            self.api.send, request.method, str(request.url), headers, content
-        )
+        plain = httpx.Request(request.method, request.url, headers=request.headers, content=content)
+        return await asyncio.to_thread(self._send, plain)
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        response = self.transport.handle_request(request)
+        try:
+            body = response.read()  # decoded: the content-encoding is dropped below
+        finally:
+            response.close()
+        headers = [
+            (name, value)
+            for name, value in response.headers.raw
+            if name.lower() not in (b"content-encoding", b"content-length")
+        ]
+        return httpx.Response(response.status_code, headers=headers, content=body)
 
 
-class _InProcessClient(ForemanClient):
-    """The SDK's client, its requests (and its async twins') answered in process."""
+class InProcessClient(ForemanClient):
+    """The SDK's client over a sync transport to an API in this process (the harness's,
+    or a Starlette ``TestClient``'s). The async clients made from it (an async handler's
+    awaitable helpers) reach the same API through that transport, from a thread."""
 
-    def __init__(self, api: _InProcessApi, key: str) -> None:
-        super().__init__(BASE_URL, key, transport=_Transport(api))
-        self._api = api
+    def __init__(
+        self, transport: httpx.BaseTransport, api_key: str, *, base_url: str = BASE_URL
+    ) -> None:
+        super().__init__(base_url, api_key, transport=transport)
+        self._sync_transport = transport
 
     def _async_transport(self) -> httpx.AsyncBaseTransport:
-        return _AsyncTransport(self._api)
+        return _ThreadedTransport(self._sync_transport)
