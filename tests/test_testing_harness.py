@@ -115,13 +115,18 @@ def test_a_retry_after_a_long_backoff_takes_no_wall_time(
     assert foreman.clock.offset >= timedelta(seconds=45)
 
 
-def test_without_time_skipping_a_retry_waits_for_the_clock(foreman_registry: Registry) -> None:
-    @foreman_registry.task("once-flaky", backoff=Backoff(initial=60, maximum=60))
-    def once_flaky(ctx: TaskContext) -> int:
+def fails_once(registry: Registry, type_: str, backoff: float) -> None:
+    """Register ``type_``: its first attempt fails, the next returns its attempt number."""
+
+    @registry.task(type_, backoff=Backoff(initial=backoff, maximum=backoff))
+    def handler(ctx: TaskContext) -> int:
         if ctx.attempt == 1:
             raise RuntimeError("first time unlucky")
         return ctx.attempt
 
+
+def test_without_time_skipping_a_retry_waits_for_the_clock(foreman_registry: Registry) -> None:
+    fails_once(foreman_registry, "once-flaky", backoff=60)
     with Foreman(foreman_registry, skip_time=False) as foreman:
         task = foreman.submit("once-flaky")
         assert foreman.run_until_idle() == 1
@@ -133,6 +138,21 @@ def test_without_time_skipping_a_retry_waits_for_the_clock(foreman_registry: Reg
         foreman.advance(31)
         assert foreman.run_until_idle() == 1
         assert foreman.task(task).output_data == 2
+
+
+def test_time_is_skipped_only_when_nothing_else_can_run(foreman_registry: Registry) -> None:
+    fails_once(foreman_registry, "later", backoff=60)
+    foreman_registry.task("now")(lambda ctx: "done")
+    with Foreman(foreman_registry, skip_time=False) as foreman:
+        retried = foreman.submit("later")
+        foreman.run_until_idle()
+        due = foreman.task(retried).retry_at
+        assert due is not None
+        ready = foreman.submit("now")
+        assert foreman.run_until_idle(skip_time=True) == 2
+        finished = foreman.task(ready).completed_at
+        assert finished is not None and finished < due  # it ran before the jump
+        assert foreman.task(retried).output_data == 2
 
 
 def test_a_handler_timeout_fails_the_attempt_and_is_retried(
@@ -276,6 +296,7 @@ def test_closing_puts_back_the_clock_the_runtime_and_the_signal_handlers(
 def test_two_harnesses_do_not_share_anything(foreman_registry: Registry) -> None:
     foreman_registry.task("noop")(lambda ctx: None)
     with Foreman(foreman_registry) as one, Foreman(foreman_registry, org="other") as two:
+        assert one.clock is two.clock  # one process, one API time
         task = one.submit("noop")
         assert two.run_until_idle() == 0
         assert two.tasks() == []

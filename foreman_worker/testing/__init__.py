@@ -66,6 +66,10 @@ WORKER_ID = "foreman-testing"
 BASE_URL = "http://foreman.test"
 
 
+_open_clocks: list[Clock] = []
+"""The clocks of the harnesses open now, the latest last."""
+
+
 class NotIdleError(AssertionError):
     """:meth:`Foreman.run_until_idle` ran its ``max_jobs`` and work was still left."""
 
@@ -105,7 +109,8 @@ class Foreman:
     ``registry``: the handlers to run (default: those ``@task`` registered). ``org``: the
     organisation of the harness's API key. ``skip_time``: whether :meth:`run_until_idle`
     moves the clock to the next due retry when nothing else is left (default True).
-    Use it as a context manager, or call :meth:`close`.
+    Use it as a context manager, or call :meth:`close`. The API's time is process-wide:
+    harnesses open at the same time share one :attr:`clock`.
     """
 
     def __init__(
@@ -118,7 +123,8 @@ class Foreman:
         self.registry = registry if registry is not None else default_registry
         self.org = org
         self.skip_time = skip_time
-        self.clock = Clock()
+        self.clock = _open_clocks[-1] if _open_clocks else Clock()
+        """The API's time (shared with the other harnesses open at the same time)."""
         self.timeouts: dict[str, float] = {}
         """Per task type, a timeout (seconds) that replaces the handler's in this harness."""
         self.namespace = Namespace()
@@ -136,6 +142,8 @@ class Foreman:
 
         self._api = self._closing.enter_context(_InProcessApi.start())
         self._closing.enter_context(reading(self.clock.now))
+        _open_clocks.append(self.clock)
+        self._closing.callback(_open_clocks.remove, self.clock)
         self.redis: Redis = fakeredis.FakeRedis()
         self._closing.callback(self.redis.close)
         self.client: ForemanClient = InProcessClient(_Transport(self._api), self._api.key(self.org))
@@ -204,16 +212,16 @@ class Foreman:
         self._register_handlers()
         while True:
             due = self._release_due_jobs()
-            if due is not None and skip:
-                self.clock.advance_to(due)
-                self._register_handlers()  # stay a live worker after a long jump
-                continue
             names = self._queues_with_jobs()
-            if not names:
+            if names:
+                if ran >= max_jobs:
+                    raise NotIdleError(f"{ran} jobs ran and tasks are still queued")
+                ran += self._work(names, max_jobs - ran)
+            elif due is not None and skip:
+                self.clock.advance_to(due)  # nothing else can run: skip to the next retry
+                self._register_handlers()  # stay a live worker after a long jump
+            else:
                 return ran
-            if ran >= max_jobs:
-                raise NotIdleError(f"{ran} jobs ran and tasks are still queued")
-            ran += self._work(names, max_jobs - ran)
 
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` ahead: retries and leases due by then become due."""
