@@ -304,6 +304,17 @@ def test_two_harnesses_do_not_share_anything(foreman_registry: Registry) -> None
         assert one.task(task).status is TaskStatus.COMPLETED
 
 
+def test_harnesses_keep_the_apis_time_until_the_last_one_closes(
+    foreman_registry: Registry,
+) -> None:
+    first = Foreman(foreman_registry)
+    with Foreman(foreman_registry) as last:
+        first.close()  # not the last opened
+        last.advance(3600)
+        assert api_clock.utcnow() - api_clock._system_now() > timedelta(minutes=59)
+    assert abs(api_clock.utcnow() - api_clock._system_now()) < timedelta(seconds=1)
+
+
 def test_importing_the_harness_does_not_import_the_server_stack() -> None:
     code = (
         "import sys, foreman_worker, foreman_worker.testing, foreman_worker.testing.pytest_plugin\n"

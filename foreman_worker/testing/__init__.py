@@ -66,10 +66,6 @@ WORKER_ID = "foreman-testing"
 BASE_URL = "http://foreman.test"
 
 
-_open_clocks: list[Clock] = []
-"""The clocks of the harnesses open now, the latest last."""
-
-
 class NotIdleError(AssertionError):
     """:meth:`Foreman.run_until_idle` ran its ``max_jobs`` and work was still left."""
 
@@ -103,6 +99,33 @@ class Clock:
         self.advance(max((moment - self.now()).total_seconds(), 0.0))
 
 
+class _ApiTime:
+    """The API's time while harnesses are open: one clock, installed when the first
+    harness opens and put away when the last one closes (in whatever order)."""
+
+    clock: Clock | None = None
+    users = 0
+    installed = contextlib.ExitStack()
+
+    @classmethod
+    @contextlib.contextmanager
+    def shared(cls) -> Iterator[Clock]:
+        from foreman_api.clock import reading
+
+        if cls.clock is None:
+            cls.clock = Clock()
+            cls.installed.enter_context(reading(cls.clock.now))
+        clock = cls.clock
+        cls.users += 1
+        try:
+            yield clock
+        finally:
+            cls.users -= 1
+            if cls.users == 0:
+                cls.installed.close()
+                cls.clock = None
+
+
 class Foreman:
     """The API and a worker in this process; submit tasks, run them, inspect the results.
 
@@ -123,8 +146,6 @@ class Foreman:
         self.registry = registry if registry is not None else default_registry
         self.org = org
         self.skip_time = skip_time
-        self.clock = _open_clocks[-1] if _open_clocks else Clock()
-        """The API's time (shared with the other harnesses open at the same time)."""
         self.timeouts: dict[str, float] = {}
         """Per task type, a timeout (seconds) that replaces the handler's in this harness."""
         self.namespace = Namespace()
@@ -138,12 +159,9 @@ class Foreman:
     def _start(self) -> None:
         import fakeredis
 
-        from foreman_api.clock import reading
-
+        self.clock = self._closing.enter_context(_ApiTime.shared())
+        """The API's time (shared with the other harnesses open at the same time)."""
         self._api = self._closing.enter_context(_InProcessApi.start())
-        self._closing.enter_context(reading(self.clock.now))
-        _open_clocks.append(self.clock)
-        self._closing.callback(_open_clocks.remove, self.clock)
         self.redis: Redis = fakeredis.FakeRedis()
         self._closing.callback(self.redis.close)
         self.client: ForemanClient = InProcessClient(_Transport(self._api), self._api.key(self.org))
