@@ -96,6 +96,11 @@ class ForemanClient(ClientBase):
             self._http = httpx.Client(transport=transport, **self._http_options())
         self._sleep: Callable[[float], None] = time.sleep
 
+    def _async_transport(self) -> httpx.AsyncBaseTransport | None:
+        """The transport of the async clients made from this one (a handler's
+        :attr:`TaskContext.async_client`); None: the network."""
+        return None
+
     def close(self) -> None:
         """Close the connections."""
         if self._wire is not None:

@@ -323,7 +323,13 @@ def _entries(page: Page[RunData]) -> list[RunData]:
 def _async_twin(client: ForemanClient) -> AsyncForemanClient:
     """An async client with ``client``'s settings: URL, key, timeout and retry policy."""
     settings = client._settings
-    twin = AsyncForemanClient(settings.base_url, "", timeout=settings.timeout, retry=settings.retry)
+    twin = AsyncForemanClient(
+        settings.base_url,
+        "",
+        timeout=settings.timeout,
+        retry=settings.retry,
+        transport=client._async_transport(),
+    )
     twin._settings = settings  # the same key and headers; the settings are never changed
     return twin
 

@@ -1,7 +1,6 @@
 """Timeouts stop any handler, and async handlers get awaitable context helpers.
 
-On fakeredis and the in-memory API of tests/worker_apps/fakes.py, as in test_runner.py,
-plus one round trip of the awaitable helpers through the real app, in process.
+On fakeredis and the real API in process (tests/worker_world.py), as in test_runner.py.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
@@ -22,32 +20,17 @@ from rq import Queue
 
 from foreman_api.schemas import RunData, TaskStatus
 from foreman_worker import AsyncForemanClient, ForemanClient, RetryPolicy, TaskContext, context
-from foreman_worker.registry import Registry
-from foreman_worker.runner import Outcome, Runner, Runtime
+from foreman_worker.runner import Outcome
 from foreman_worker.timeouts import HandlerStuckError, call_with_timeout
-from tests.worker_apps.fakes import FakeClient
+from tests.worker_world import TaskRef, World
 
 TIMEOUT = 0.3
 BOUND = TIMEOUT + 2.0
 """A timed-out attempt must be over within its timeout plus two seconds."""
 
 
-@dataclass
-class World:
-    """A runner on fakeredis and an in-memory API."""
-
-    api: FakeClient = field(default_factory=FakeClient)
-    redis: fakeredis.FakeRedis = field(default_factory=fakeredis.FakeRedis)
-    registry: Registry = field(default_factory=Registry)
-
-    def run(self, task_id: Any) -> Outcome:
-        runtime = Runtime(client=self.api, connection=self.redis, registry=self.registry)  # type: ignore[arg-type]
-        return Runner(runtime).run(str(task_id), job_id="job-1")
-
-
-@pytest.fixture
-def world() -> World:
-    return World()
+on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+"""For the tests that use ``world``: the API on SQLite is enough."""
 
 
 def handler_threads() -> list[threading.Thread]:
@@ -59,9 +42,9 @@ def queued_jobs(redis: fakeredis.FakeRedis) -> int:
     return sum(len(queue) for queue in Queue.all(connection=redis))
 
 
-def timed_out(api: FakeClient, task_id: Any) -> dict[str, Any]:
+def timed_out(world: World, task: TaskRef) -> dict[str, Any]:
     """The task's errorData, after checking it was recorded as a retryable timeout."""
-    task = api.tasks[str(task_id)]
+    task = world.get(task)
     assert task.status == TaskStatus.RETRYING
     error = task.error_data
     assert isinstance(error, dict) and error["type"] == "TimeoutError"
@@ -72,12 +55,16 @@ def timed_out(api: FakeClient, task_id: Any) -> dict[str, Any]:
 # ---- every kind of handler is stopped ---------------------------------------------------
 
 
-class SlowReads(FakeClient):
-    """An API whose reads block for a while, like a sync helper on a slow network."""
+def slow_reads(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the world's run-data reads block for a while, like a sync helper on a slow
+    network."""
+    read = world.client.get_run_data
 
-    def get_run_data(self, run_id: Any, key: str) -> Any:
+    def get_run_data(run_id: Any, key: str) -> Any:
         time.sleep(5)
-        return super().get_run_data(run_id, key)
+        return read(run_id, key)
+
+    monkeypatch.setattr(world.client, "get_run_data", get_run_data)
 
 
 def _sleeps(ctx: TaskContext, done: list[str]) -> None:
@@ -120,9 +107,13 @@ async def _async_swallows(ctx: TaskContext, done: list[str]) -> None:
 HANDLERS = [_sleeps, _spins, _swallows, _async_sleeps, _async_sync_helper, _async_swallows]
 
 
+@on_sqlite
 @pytest.mark.parametrize("handler", HANDLERS, ids=lambda f: f.__name__.strip("_"))
-def test_a_blocking_handler_is_stopped_and_retried(handler: Callable[..., Any]) -> None:
-    world, done = World(api=SlowReads()), []
+def test_a_blocking_handler_is_stopped_and_retried(
+    world: World, monkeypatch: pytest.MonkeyPatch, handler: Callable[..., Any]
+) -> None:
+    slow_reads(world, monkeypatch)
+    done: list[str] = []
 
     async def async_slow(ctx: TaskContext) -> None:
         await handler(ctx, done)
@@ -133,15 +124,16 @@ def test_a_blocking_handler_is_stopped_and_retried(handler: Callable[..., Any]) 
     world.registry.task("slow", timeout=TIMEOUT)(
         async_slow if asyncio.iscoroutinefunction(handler) else slow
     )
-    task = world.api.add_task("slow")
+    task = world.task("slow")
     start = time.monotonic()
-    assert world.run(task.id) is Outcome.RETRYING
+    assert world.run(task) is Outcome.RETRYING
     assert time.monotonic() - start < BOUND
-    error = timed_out(world.api, task.id)
+    error = timed_out(world, task)
     assert handler.__name__ in str(error["traceback"])  # where it was stopped
     assert done == []
 
 
+@on_sqlite
 def test_asyncio_cancellation_still_stops_a_waiting_handler(world: World) -> None:
     cleaned: list[str] = []
 
@@ -152,11 +144,11 @@ def test_asyncio_cancellation_still_stops_a_waiting_handler(world: World) -> Non
         finally:
             cleaned.append("finally")  # cooperative: the handler's cleanup runs
 
-    task = world.api.add_task("waits")
+    task = world.task("waits")
     start = time.monotonic()
-    assert world.run(task.id) is Outcome.RETRYING
+    assert world.run(task) is Outcome.RETRYING
     assert time.monotonic() - start < TIMEOUT + 0.5
-    timed_out(world.api, task.id)
+    timed_out(world, task)
     assert cleaned == ["finally"]
 
 
@@ -198,6 +190,7 @@ def alarm_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+@on_sqlite
 def test_no_timeout_installs_no_alarm(world: World, alarm_calls: list[str]) -> None:
     seen: list[bool] = []
 
@@ -212,7 +205,7 @@ def test_no_timeout_installs_no_alarm(world: World, alarm_calls: list[str]) -> N
         return "ok"
 
     for name in ("plain", "plain-async"):
-        assert world.run(world.api.add_task(name).id) is Outcome.COMPLETED
+        assert world.run(world.task(name)) is Outcome.COMPLETED
     assert seen == [True, True]  # run in place, no helper thread
     assert alarm_calls == []
 
@@ -261,6 +254,7 @@ def _in_a_thread(call: Callable[[], Any]) -> tuple[Any, float]:
     return out[0], out[1]
 
 
+@on_sqlite
 def test_off_the_main_thread_a_timed_out_handler_never_overlaps_its_retry(world: World) -> None:
     done: list[str] = []
 
@@ -270,10 +264,10 @@ def test_off_the_main_thread_a_timed_out_handler_never_overlaps_its_retry(world:
             time.sleep(0.05)
         done.append("after the timeout")
 
-    task = world.api.add_task("steps")
-    outcome, took = _in_a_thread(lambda: world.run(task.id))
+    task = world.task("steps")
+    outcome, took = _in_a_thread(lambda: world.run(task))
     assert outcome is Outcome.RETRYING and took < BOUND
-    timed_out(world.api, task.id)
+    timed_out(world, task)
     assert handler_threads() == []  # stopped before the outcome was recorded
     time.sleep(0.3)
     assert done == []
@@ -316,41 +310,45 @@ def test_off_the_main_thread_a_handler_that_cannot_be_stopped_is_fatal() -> None
 # ---- awaitable helpers ----------------------------------------------------------------
 
 
-class AsyncFake:
-    """The async twin of a FakeClient: same methods, each awaiting ``delay`` first."""
+class SlowTwin:
+    """A handler's async client (the real twin of the world's client) whose calls each
+    await ``delay`` first."""
 
-    def __init__(self, api: FakeClient, delay: float) -> None:
-        self.api = api
+    def __init__(self, twin: AsyncForemanClient, delay: float) -> None:
+        self.twin = twin
         self.delay = delay
         self.closed = False
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.api, name)
+        method = getattr(self.twin, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             await asyncio.sleep(self.delay)
-            return method(*args, **kwargs)
+            return await method(*args, **kwargs)
 
         return call
 
     async def close(self) -> None:
+        await self.twin.close()
         self.closed = True
 
 
 @pytest.fixture
-def async_fakes(monkeypatch: pytest.MonkeyPatch) -> list[AsyncFake]:
-    """The async clients that task contexts make, each answering after 0.2 s."""
-    made: list[AsyncFake] = []
+def slow_twins(monkeypatch: pytest.MonkeyPatch) -> list[SlowTwin]:
+    """The async clients that task contexts make, each answering after 0.2 s or more."""
+    made: list[SlowTwin] = []
+    real_twin = context._async_twin
 
-    def twin(api: FakeClient) -> AsyncFake:
-        made.append(AsyncFake(api, 0.2))
+    def twin(client: ForemanClient) -> SlowTwin:
+        made.append(SlowTwin(real_twin(client), 0.2))
         return made[-1]
 
     monkeypatch.setattr(context, "_async_twin", twin)
     return made
 
 
-def test_async_helpers_from_an_async_handler(world: World, async_fakes: list[AsyncFake]) -> None:
+@on_sqlite
+def test_async_helpers_from_an_async_handler(world: World, slow_twins: list[SlowTwin]) -> None:
     @world.registry.task("fan-out", timeout=10)
     async def fan_out(ctx: TaskContext) -> dict[str, Any]:
         await ctx.aput("k", 1, tags=["a"])
@@ -373,21 +371,23 @@ def test_async_helpers_from_an_async_handler(world: World, async_fakes: list[Asy
             "child": str(child.id),
         }
 
-    task = world.api.add_task("fan-out")
-    assert world.run(task.id) is Outcome.COMPLETED
-    out = world.api.tasks[str(task.id)].output_data
+    task = world.task("fan-out")
+    assert world.run(task) is Outcome.COMPLETED
+    out = world.get(task).output_data
     assert isinstance(out, dict) and out["overlapped"] is True
-    assert out["latest"] == 2 and out["missing"] == "dflt" and out["all"] == [1, 2]
-    assert out["found"] == 2
-    child = world.api.tasks[str(out["child"])]
+    assert out["latest"] == 2 and out["missing"] == "dflt" and out["all"] == [2, 1]
+    assert out["found"] == 1  # the latest entry of key k
+    child = world.get(str(out["child"]))
     assert child.parent_task_id == task.id and child.status == TaskStatus.QUEUED
-    assert all(str(d.task_id) == str(task.id) for d in world.api.data)
+    entries = world.client.get_all_run_data(world.run_id, "k").unwrap()
+    assert [str(e.task_id) for e in entries] == [str(task.id)] * 2
     assert queued_jobs(world.redis) == 1
-    assert len(async_fakes) == 1 and async_fakes[0].closed  # one per attempt, then closed
+    assert len(slow_twins) == 1 and slow_twins[0].closed  # one per attempt, then closed
 
 
+@on_sqlite
 def test_awaiting_a_helper_leaves_the_event_loop_free(
-    world: World, async_fakes: list[AsyncFake]
+    world: World, slow_twins: list[SlowTwin]
 ) -> None:
     @world.registry.task("ticks")
     async def ticks(ctx: TaskContext) -> int:
@@ -404,9 +404,9 @@ def test_awaiting_a_helper_leaves_the_event_loop_free(
         ticker.cancel()
         return count
 
-    task = world.api.add_task("ticks")
-    assert world.run(task.id) is Outcome.COMPLETED
-    ticked = world.api.tasks[str(task.id)].output_data
+    task = world.task("ticks")
+    assert world.run(task) is Outcome.COMPLETED
+    ticked = world.get(task).output_data
     assert isinstance(ticked, int) and ticked >= 5
 
 

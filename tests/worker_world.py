@@ -28,6 +28,7 @@ from foreman_worker.queues import Namespace
 from foreman_worker.reconciler import Reconciler
 from foreman_worker.registry import Registry
 from foreman_worker.runner import Outcome, Runner, Runtime
+from foreman_worker.testing import InProcessClient
 
 if TYPE_CHECKING:
     from tests.conftest import Api
@@ -161,8 +162,8 @@ class World:
 def connect(api: Api, org: str) -> ForemanClient:
     """The SDK's client with an all-permissions key of ``org``, reaching the app in process."""
     # TestClient is an httpx.Client: borrow its in-process transport to reach the app.
-    return ForemanClient(
-        "http://testserver", api.key("*", org=org), transport=api.client._transport
+    return InProcessClient(
+        api.client._transport, api.key("*", org=org), base_url="http://testserver"
     )
 
 
