@@ -209,13 +209,8 @@ def run_worker(
     from foreman_worker.client import RetryPolicy
     from foreman_worker.presence import Presence
     from foreman_worker.reconciler import Reconciler
-    from foreman_worker.runner import (
-        configure,
-        runner_client,
-        runtime_from_settings,
-        send_claim_ahead,
-        settle,
-    )
+    from foreman_worker.runner import send_claim_ahead, settle
+    from foreman_worker.runtime import configure, runner_client, runtime_from_settings
     from foreman_worker.worker import ForemanWorker
 
     runtime = runtime_from_settings(connection, registry)

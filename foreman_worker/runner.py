@@ -25,58 +25,51 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import threading
 import time
-import traceback as tb_module
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic import JsonValue
 from redis import Redis, RedisError
 from rq import get_current_job
 from rq.job import Job
 
-from foreman_api.schemas import Json, Task, TaskStatus
-from foreman_worker import _calls, shutdown, validation
-from foreman_worker._retry import RetryPolicy
+from foreman_api.schemas import Task, TaskStatus
+from foreman_worker import _calls
 from foreman_worker.context import TaskContext
 from foreman_worker.enqueue import (
     RUN_TASK,
-    default_connection,
-    default_namespace,
     enqueue,
     put_on_queue,
 )
 from foreman_worker.errors import Fail, ForemanError, Retry
-from foreman_worker.lease import LeaseKeeper
-from foreman_worker.queues import Namespace
-from foreman_worker.registry import Backoff, Registry, TaskHandler, registry
+from foreman_worker.failures import Failure, backoff_delay
+from foreman_worker.handler_io import input_of, output_of
+from foreman_worker.registry import Backoff, TaskHandler
 from foreman_worker.result import ApiErrorInfo, Result
-from foreman_worker.settings import load_settings
+from foreman_worker.runtime import (
+    Recording,
+    Runtime,
+    get_runtime,
+)
 from foreman_worker.timeouts import call_with_timeout
 
 if TYPE_CHECKING:
-    from foreman_worker.client import ForemanClient
+    pass
 
 log = logging.getLogger("foreman_worker.runner")
 
-TRACEBACK_LIMIT = 8 * 1024
-"""errorData.traceback keeps the last 8 KiB."""
 DEFER_DELAY = 30.0
 """Seconds before a job whose claim could not reach the API is tried again."""
-FINAL_WRITE_DEADLINE = 600.0
-"""How long the runner keeps trying to record an outcome (the handler already ran)."""
 NOT_DUE_MARGIN = 0.05
 """Seconds added to a not-yet-due retry's wait, so the next claim does not come early."""
 RETRY_NOT_DUE = "retry_not_due"
-_JSON = TypeAdapter(Json)
 _NON_RETRYABLE_API = frozenset({400, 401, 403, 404, 413})
 
 
@@ -92,118 +85,6 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"
     RECORDING = "recording"
     """The completion was sent; its answer is read after RQ's records (:func:`settle`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why an attempt failed, and whether another attempt may help."""
-
-    type: str
-    message: str
-    retryable: bool
-    traceback: str | None = None
-    delay: float | None = None
-    extra: dict[str, JsonValue] = field(default_factory=dict)
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, *, retryable: bool = True) -> Failure:
-        text = "".join(tb_module.format_exception(exc))
-        return cls(
-            type=type(exc).__name__,
-            message=str(exc) or type(exc).__name__,
-            retryable=retryable,
-            traceback=text[-TRACEBACK_LIMIT:],
-        )
-
-    def error_data(self, attempt: int) -> dict[str, JsonValue]:
-        return {
-            "type": self.type,
-            "message": self.message,
-            "traceback": self.traceback,
-            "attempt": attempt,
-            **self.extra,
-        }
-
-
-def backoff_delay(backoff: Backoff, retry_number: int, rand: Callable[[], float]) -> float:
-    """Wait before retry ``retry_number``: uniform in [ceiling/2, ceiling] (jitter)."""
-    ceiling = backoff.ceiling(retry_number)
-    return ceiling / 2 + rand() * ceiling / 2
-
-
-@dataclass
-class Runtime:
-    """What the runner needs in a worker process; built once and reused for every job."""
-
-    client: ForemanClient
-    connection: Redis
-    registry: Registry = field(default_factory=lambda: registry)
-    namespace: Namespace = field(default_factory=default_namespace)
-    lease_seconds: float = 10.0
-    heartbeat_interval: float = 2.0
-    heartbeat_client: ForemanClient | None = None
-    """Renews leases; short retries, so a renewal never outlives the lease it renews."""
-    worker_id: str | None = None
-    """The worker's name, sent with each claim for the task's attempt history."""
-    settle_after_job: bool = False
-    """Read a completion's answer after RQ's end-of-job records (:func:`settle`), not
-    before: set by ``foreman-worker``, whose worker calls :func:`settle` after each job."""
-    unsettled: Recording | None = field(default=None, init=False, repr=False)
-    _lease: LeaseKeeper | None = field(default=None, init=False, repr=False)
-
-    @property
-    def lease(self) -> LeaseKeeper:
-        if self._lease is None:
-            self._lease = LeaseKeeper(
-                self.heartbeat_client or self.client,
-                lease_seconds=self.lease_seconds,
-                interval=self.heartbeat_interval,
-            )
-        return self._lease
-
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-
-
-def configure(runtime: Runtime | None) -> None:
-    """Install (or with None, forget) the process's runtime. ``foreman-worker`` calls this."""
-    global _runtime
-    _runtime = runtime
-
-
-def runner_client(*, retry: RetryPolicy | None = None, timeout: float = 10.0) -> ForemanClient:
-    """A client from the environment, by default with the runner's patient retry policy."""
-    from foreman_worker.client import ForemanClient
-
-    settings = load_settings()
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    patient = RetryPolicy.patient(120.0, initial_wait=0.2, max_wait=5.0)
-    return ForemanClient(settings.api_url, key, retry=retry or patient, timeout=timeout)
-
-
-def runtime_from_settings(connection: Redis, registry: Registry = registry) -> Runtime:
-    """The runtime ``foreman-worker`` (and plain ``rq worker``) runs jobs with."""
-    settings = load_settings()
-    interval = settings.worker_heartbeat_interval
-    return Runtime(
-        client=runner_client(),
-        connection=connection,
-        registry=registry,
-        namespace=Namespace(settings.queue_prefix),
-        lease_seconds=settings.worker_lease,
-        heartbeat_interval=interval,
-        heartbeat_client=runner_client(retry=RetryPolicy(attempts=2), timeout=interval),
-    )
-
-
-def get_runtime() -> Runtime:
-    """The installed runtime, or one built from the environment (e.g. under plain ``rq worker``)."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = runtime_from_settings(default_connection())
-        return _runtime
 
 
 # ---- RQ entry points --------------------------------------------------------------------
@@ -321,7 +202,7 @@ class Runner:
                 retryable=False,
             )
             return self._fail(attempt, failure)
-        prepared = self._prepare_input(handler, task)
+        prepared = input_of(handler, task)
         if isinstance(prepared, Failure):
             return self._fail(attempt, prepared)
         ctx = TaskContext(
@@ -332,7 +213,7 @@ class Runner:
             value = self._call(handler, ctx, prepared)
         except Retry as exc:
             failure = Failure.from_exception(exc)
-            return self._fail(attempt, _replace_delay(failure, exc.delay), handler)
+            return self._fail(attempt, failure.with_delay(exc.delay), handler)
         except Fail as exc:
             return self._fail(attempt, Failure.from_exception(exc, retryable=False), handler)
         except TimeoutError as exc:
@@ -345,7 +226,7 @@ class Runner:
         except SystemExit as exc:  # sys.exit() in a handler must not end the worker
             return self._fail(attempt, Failure.from_exception(exc), handler)
         log.debug("task %s ran in %.3fs", task.id, time.monotonic() - started)
-        output = _output(handler, value)
+        output = output_of(handler, value)
         if isinstance(output, Failure):
             return self._fail(attempt, output, handler)
         return self._complete(attempt, output, handler)
@@ -384,18 +265,6 @@ class Runner:
             at_front=True,
             running_job=job_id,
         )
-
-    def _prepare_input(self, handler: TaskHandler, task: Task) -> object:
-        """The handler's ``data``, or the ``InvalidInput`` failure (never retried: the same
-        input fails the same way every time)."""
-        try:
-            return handler.types.prepare_input(task.input_data)
-        except ValidationError as exc:
-            check = handler.types.input
-            if check is None:  # only a check raises ValidationError
-                raise
-            what = f"inputData is not a valid {check.type_name} (parameter {check.name!r})"
-            return _invalid("InvalidInput", what, exc)
 
     def _call(self, handler: TaskHandler, ctx: TaskContext, data: object) -> object:
         """The handler under its timeout (:mod:`foreman_worker.timeouts`): when this returns
@@ -495,21 +364,11 @@ class Runner:
     # ---- helpers -------------------------------------------------------------------------
 
     def _write(self, attempt: Attempt, **fields: Any) -> Result[Task]:
-        """PATCH an outcome, fenced by the job id, and keep trying: the handler already ran,
-        its result matters. A stop whose grace runs out ends the trying (the lease then
-        brings the task back)."""
-        deadline = time.monotonic() + FINAL_WRITE_DEADLINE
-        task_id = str(attempt.task.id)
-        while True:
-            result = self.client.update_task(task_id, queue_job_id=attempt.job_id, **fields)
-            error = result.error
-            transient = error is not None and (error.status is None or error.status >= 500)
-            if error is None or not (transient or error.status == 429):
-                return result
-            if time.monotonic() > deadline or shutdown.expired():
-                return result
-            log.warning("recording task %s failed (%s); still trying", task_id, error)
-            time.sleep(1.0)
+        """PATCH an outcome, fenced by the job id. The client retries it through an API
+        outage for :data:`~foreman_worker.runtime.PATIENCE` (the handler already ran, its
+        result matters), or until a stopping worker's grace runs out; then the lease
+        brings the task back."""
+        return self.client.update_task(str(attempt.task.id), queue_job_id=attempt.job_id, **fields)
 
     def _moved(self, attempt: Attempt, result: Result[Task]) -> bool:
         """Did the PATCH land? A 409 means this attempt no longer owns the task."""
@@ -531,19 +390,6 @@ class Runner:
             error.message,
         )
         return Outcome.DISCARDED
-
-
-@dataclass(slots=True)
-class Recording:
-    """A completion sent to the API, its answer not read yet, and the lease it holds."""
-
-    task_id: str
-    finish: Callable[[], Outcome]
-    lease: contextlib.ExitStack | None = None
-
-    def settle(self) -> Outcome:
-        with self.lease or contextlib.nullcontext():
-            return self.finish()
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,55 +414,3 @@ def _error_of(result: Result[Any]) -> ApiErrorInfo:
     if result.error is None:
         raise RuntimeError("expected a failed Result")
     return result.error
-
-
-def _replace_delay(failure: Failure, delay: float | None) -> Failure:
-    return Failure(
-        failure.type, failure.message, failure.retryable, failure.traceback, delay, failure.extra
-    )
-
-
-def _invalid(type_: str, what: str, exc: ValidationError) -> Failure:
-    """A failure naming each field that did not validate, in the message and as a list."""
-    errors: list[JsonValue] = [
-        {"field": error["field"], "message": error["message"]}
-        for error in validation.field_errors(exc)
-    ]
-    return Failure(
-        type_, f"{what}: {validation.summary(exc)}", retryable=False, extra={"errors": errors}
-    )
-
-
-def _output(handler: TaskHandler, value: object) -> JsonValue | Failure:
-    """The output to record: checked against the return annotation, then as JSON.
-
-    A mismatch is ``InvalidOutput`` and not retried: the handler already ran (its side
-    effects are done) and returns the same kind of value for the same input.
-    """
-    check = handler.types.output
-    if check is not None:
-        try:
-            value = check.to_json(value)
-        except ValidationError as exc:
-            what = f"the handler returned a value that is not a valid {check.type_name}"
-            return _invalid("InvalidOutput", what, exc)
-        except PydanticSerializationError as exc:
-            return _non_json(value, str(exc))
-    return _to_json(value)
-
-
-def _to_json(value: object) -> JsonValue | Failure:
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    try:
-        return _JSON.validate_python(value)
-    except ValidationError as exc:
-        return _non_json(value, exc.errors(include_url=False)[0]["msg"])
-
-
-def _non_json(value: object, reason: str) -> Failure:
-    return Failure(
-        "NonJsonOutput",
-        f"the handler returned {type(value).__name__}, which is not a JSON value: {reason}",
-        retryable=False,
-    )

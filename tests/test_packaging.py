@@ -7,6 +7,7 @@ Redis started by the test suite.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,16 @@ from tests.test_worker_integration import api as api  # the fixture: a real API 
 pytestmark = pytest.mark.integration
 
 SERVER_STACK = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "asyncpg")
+NOT_SOURCE = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "node_modules",
+)
 HANDLERS = """
 from foreman_worker import TaskContext, task
 
@@ -44,7 +55,10 @@ def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, ROOT)
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = home / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, source)
     [wheel] = wheels.glob("foreman-*.whl")
     venv = home / "venv"
     run(getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv)

@@ -26,15 +26,8 @@ from foreman_worker import Fail, Retry, TaskContext
 from foreman_worker.enqueue import job_is_waiting
 from foreman_worker.lease import LeaseKeeper
 from foreman_worker.registry import Backoff
-from foreman_worker.runner import (
-    Outcome,
-    Runner,
-    Runtime,
-    configure,
-    on_job_failure,
-    send_claim_ahead,
-    settle,
-)
+from foreman_worker.runner import Outcome, Runner, on_job_failure, send_claim_ahead, settle
+from foreman_worker.runtime import Runtime, configure
 from foreman_worker.settings import WorkerSettings
 from foreman_worker.worker import ForemanWorker
 from tests.worker_world import World, seconds_from_now

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from foreman_api import clock as api_clock
 from foreman_api.schemas import RunStatus, TaskStatus
 from foreman_worker import Backoff, Fail, TaskContext
-from foreman_worker import runner as runner_module
+from foreman_worker import runtime as runtime_module
 from foreman_worker.registry import Registry
 from foreman_worker.testing import Foreman, NotIdleError
 
@@ -279,7 +279,7 @@ def test_closing_puts_back_the_clock_the_runtime_and_the_signal_handlers(
 ) -> None:
     foreman_registry.task("noop")(lambda ctx: None)
     sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    before = runner_module._runtime
+    before = runtime_module.installed()
     with Foreman(foreman_registry) as foreman:
         foreman.advance(3600)
         assert api_clock.utcnow() - foreman.clock.now() < timedelta(seconds=1)
@@ -289,7 +289,7 @@ def test_closing_puts_back_the_clock_the_runtime_and_the_signal_handlers(
         assert foreman.task(task).created_at - api_clock._system_now() > timedelta(minutes=59)
         assert signal.getsignal(signal.SIGINT) is sigint
         assert signal.getsignal(signal.SIGTERM) is sigterm
-        assert runner_module._runtime is before
+        assert runtime_module.installed() is before
     assert abs(api_clock.utcnow() - api_clock._system_now()) < timedelta(seconds=1)
 
 

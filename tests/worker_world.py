@@ -27,7 +27,8 @@ from foreman_worker.enqueue import enqueue, submit
 from foreman_worker.queues import Namespace
 from foreman_worker.reconciler import Reconciler
 from foreman_worker.registry import Registry
-from foreman_worker.runner import Outcome, Runner, Runtime
+from foreman_worker.runner import Outcome, Runner
+from foreman_worker.runtime import Runtime
 from foreman_worker.testing import InProcessClient
 
 if TYPE_CHECKING:

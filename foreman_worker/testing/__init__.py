@@ -359,11 +359,11 @@ class Foreman:
 
     def _work(self, queue_names: list[str], max_jobs: int) -> int:
         """Run the queued jobs with ``foreman-worker``'s worker and runner, in burst mode."""
-        from foreman_worker import runner
+        from foreman_worker.runtime import Runtime, configure
         from foreman_worker.settings import WorkerSettings
         from foreman_worker.worker import ForemanWorker
 
-        runtime = runner.Runtime(
+        runtime = Runtime(
             client=self.client,
             connection=self.redis,
             registry=self._handlers(),
@@ -378,13 +378,12 @@ class Foreman:
             after_job=lambda: done.append(None),
             name=f"{WORKER_ID}-{uuid.uuid4().hex[:8]}",
         )
-        previous = runner._runtime
         handlers = _signal_handlers()
-        runner.configure(runtime)
+        previous = configure(runtime)
         try:
             worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
         finally:
-            runner.configure(previous)
+            configure(previous)
             _restore_signal_handlers(handlers)
             if runtime._lease is not None:
                 runtime._lease.stop(wait=10)
