@@ -70,10 +70,6 @@ def task_sources(target: TaskStatus) -> frozenset[TaskStatus]:
     return _TASK_SOURCES[target]
 
 
-def can_move_task(current: TaskStatus, target: TaskStatus) -> bool:
-    return target in TASK_TRANSITIONS[current]
-
-
 def is_terminal_task(status: TaskStatus) -> bool:
     return status in TERMINAL_TASK_STATUSES
 
@@ -98,11 +94,6 @@ def invalid_transition(kind: str, current: str, target: str) -> Conflict:
         code=INVALID_TRANSITION,
         details=[{"field": "status", "message": f"{current} -> {target} is not allowed"}],
     )
-
-
-def check_task_transition(current: TaskStatus, target: TaskStatus) -> None:
-    if not can_move_task(current, target):
-        raise invalid_transition("task", current, target)
 
 
 def check_run_transition(current: RunStatus, target: RunStatus) -> bool:
