@@ -28,7 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
@@ -304,6 +304,7 @@ class Runner:
     ) -> Outcome:
         result = self._write(attempt, status=TaskStatus.COMPLETED, output_data=output)
         if result.success:
+            attempt.report("completed")
             return Outcome.COMPLETED
         error = _error_of(result)
         if error.status == 409:
@@ -330,20 +331,18 @@ class Runner:
             )
             if not self._moved(attempt, result):
                 return Outcome.DISCARDED
-            log.info(
-                "task %s attempt %d failed (%s: %s); retry in %.2fs",
-                task.id,
-                task.retry_count + 1,
-                failure.type,
-                failure.message,
-                delay,
+            attempt.report(
+                "failed",
+                f"{failure.type}: {failure.message}; retry {task.retry_count + 1} of "
+                f"{task.max_retries} in {delay:.2f}s",
             )
             self._enqueue_retry(result.unwrap(), delay, attempt.job_id)
             return Outcome.RETRYING
         result = self._write(attempt, status=TaskStatus.FAILED, error_data=error_data)
         if not self._moved(attempt, result):
             return Outcome.DISCARDED
-        log.info("task %s failed (%s: %s)", task.id, failure.type, failure.message)
+        why = "no retries left" if failure.retryable else "not retried"
+        attempt.report("failed", f"{failure.type}: {failure.message}; {why}")
         return Outcome.FAILED
 
     def _enqueue_retry(self, task: Task, delay: float, job_id: str) -> None:
@@ -382,12 +381,11 @@ class Runner:
         raise error.to_exception()
 
     def _refused(self, attempt: Attempt, error: ApiErrorInfo) -> Outcome:
-        log.warning(
-            "task %s: result of job %s discarded (%s: %s)",
-            attempt.task.id,
-            attempt.job_id,
-            error.code,
-            error.message,
+        attempt.report(
+            "ran",
+            f"job {attempt.job_id} no longer holds the task, its result is discarded "
+            f"({error.code}: {error.message})",
+            logging.WARNING,
         )
         return Outcome.DISCARDED
 
@@ -398,6 +396,22 @@ class Attempt:
 
     task: Task
     job_id: str
+    claimed: float = field(default_factory=time.monotonic)
+
+    def report(self, outcome: str, detail: str = "", level: int = logging.INFO) -> None:
+        """One log line of the attempt's end: task, type, attempt number, outcome, time
+        since the claim, and ``detail``."""
+        task = self.task
+        log.log(
+            level,
+            "task %s (%s) attempt %d %s after %.3fs%s",
+            task.id,
+            task.type,
+            task.attempt_count,
+            outcome,
+            time.monotonic() - self.claimed,
+            f": {detail}" if detail else "",
+        )
 
 
 def _seconds_until(error: ApiErrorInfo) -> float:

@@ -358,8 +358,8 @@ class ForemanWorker(SimpleWorker):
             )
             pipeline.execute()
         self.executions.pop(execution.id, None)
-        self.log.info(
-            "Worker %s: %s: job %s done in %.3fs",
+        self.log.debug(  # the runner logs what happened to the task
+            "Worker %s: %s: job %s: RQ's records cleared after %.3fs",
             self.name,
             queue.name,
             job.id,

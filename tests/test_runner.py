@@ -246,7 +246,8 @@ def test_a_job_that_lost_its_claim_runs_but_its_result_is_discarded(
     assert lost.output_data is None
     assert lost.status is (TaskStatus.RUNNING if how == "recovered" else TaskStatus.CANCELLED)
     [warning] = warnings(caplog)
-    assert f"task {task.id}: result of job job-1 discarded (stale_claim" in warning
+    assert f"task {task.id} ({task.type}) attempt 1 ran after" in warning
+    assert "job job-1 no longer holds the task, its result is discarded (stale_claim" in warning
     assert world.waiting_jobs() == []  # and no retry was scheduled for it
 
 
@@ -493,7 +494,10 @@ def test_a_completion_settled_after_a_lost_claim_is_discarded(
     with caplog.at_level(logging.INFO):
         settle()
     assert world.get(task).status is TaskStatus.CANCELLED
-    assert any("result of job job-1 discarded (stale_claim" in w for w in warnings(caplog))
+    assert any(
+        "job job-1 no longer holds the task, its result is discarded (stale_claim" in w
+        for w in warnings(caplog)
+    )
     assert settling.lease.current_task_id is None
 
 
@@ -637,3 +641,35 @@ def test_a_worker_stays_registered_and_honours_rq_suspend(world: World) -> None:
         assert world.get(held).status is TaskStatus.COMPLETED
     finally:
         configure(None)
+
+
+def test_each_attempt_ends_with_one_line_naming_task_type_attempt_and_outcome(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    @world.registry.task("flaky", backoff=Backoff(initial=0, maximum=0))
+    def flaky(ctx: TaskContext) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError("boom")
+        return "ok"
+
+    first, second = world.task("flaky", max_retries=1), world.task("flaky")
+    with caplog.at_level(logging.INFO, logger="foreman_worker.runner"):
+        assert world.run(first, "job-1") is Outcome.RETRYING
+        assert world.run(world.get(first), "job-2") is Outcome.FAILED
+        assert world.run(second, "job-3") is Outcome.COMPLETED
+    lines = [r.getMessage() for r in caplog.records if r.name == "foreman_worker.runner"]
+    assert len(lines) == 3, lines
+    assert re.fullmatch(
+        rf"task {first.id} \(flaky\) attempt 1 failed after [\d.]+s: ValueError: boom; "
+        r"retry 1 of 1 in [\d.]+s",
+        lines[0],
+    ), lines[0]
+    assert re.fullmatch(
+        rf"task {first.id} \(flaky\) attempt 2 failed after [\d.]+s: ValueError: boom; "
+        "no retries left",
+        lines[1],
+    ), lines[1]
+    assert re.fullmatch(rf"task {second.id} \(flaky\) attempt 1 completed after [\d.]+s", lines[2])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -435,6 +436,13 @@ def test_typed_input_is_validated_and_bad_input_fails_once_naming_the_field(
     failed = wait_terminal(client, bad)
     assert (failed.status, failed.retry_count, runs(conn, bad)) == (TaskStatus.FAILED, 0, 0)
     assert failed.max_retries == 3  # retries were left: invalid input is not retried
+    # The workers' log says what happened to each task, and nothing says a failed one is OK.
+    log = workers.logs()
+    assert re.search(rf"task {good.id} \(itest.lines\) attempt 1 completed after", log), log
+    assert re.search(
+        rf"task {bad.id} \(itest.lines\) attempt 1 failed after [\d.]+s: InvalidInput: ", log
+    ), log
+    assert "Job OK" not in log and "Successfully completed" not in log
     error = cast(dict[str, Any], failed.error_data)
     assert error["type"] == "InvalidInput" and error["attempt"] == 1
     assert error["errors"] == [
