@@ -29,6 +29,7 @@ from foreman_api.schemas import ErrorBody
 from foreman_api.settings import Settings, get_settings
 from foreman_api.storage.engine import create_engine
 from foreman_api.storage.migrate import pending_revision
+from foreman_api.ui import install as install_pages
 
 log = logging.getLogger("foreman_api")
 
@@ -169,6 +170,8 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
         version=__version__,
         description="Runs, tasks and run data for workflow orchestration.",
         responses=_ERROR_RESPONSES,
+        docs_url=None,  # served offline by foreman_api.ui.docs
+        redoc_url=None,
     )
     app.state.services = Services(
         settings=settings,
@@ -183,4 +186,6 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
     for module in ROUTE_MODULES:
         declared += [replace(e, path=API_PREFIX + e.path) for e in module.endpoints.declared]
     document(app, declared)
-    return FastPath(app, app.state.services, declared)
+    served = FastPath(app, app.state.services, declared)
+    install_pages(app, database=served.database)  # /docs, /ui and /static
+    return served

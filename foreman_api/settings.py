@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=2.0, ge=0)
     sqlite_lock_timeout: float = Field(default=30.0, gt=0)
     """SQLite: how long a write waits for another process's write lock before a 503."""
+    ui_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    """How long a dashboard sign-in lasts (its session row and cookie expire then)."""
 
     @field_validator("env")
     @classmethod
