@@ -3,6 +3,7 @@ route class that turns a refused request into a page (sign-in, "Not found", ...)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,22 +124,31 @@ class PageRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def serve(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except SignInRequired:
-                return sign_in_redirect(request)
-            except ApiError as exc:
-                title = "Not found" if exc.status_code == 404 else _TITLES.get(exc.status_code)
-                message = (
-                    "There is nothing here for your organisation."
-                    if exc.status_code == 404
-                    else exc.message
-                )
-                return error_page(request, exc.status_code, title or "Error", message)
-            except RequestValidationError:
-                return error_page(request, 400, "Bad request", "The address is not valid.")
+            started = time.perf_counter()
+            response = await self._answer(handler, request)
+            elapsed = (time.perf_counter() - started) * 1000
+            response.headers["Server-Timing"] = f"app;dur={elapsed:.1f}"
+            return response
 
         return serve
+
+    @staticmethod
+    async def _answer(handler: Endpoint, request: Request) -> Response:
+        """The page, or the page that says why not."""
+        try:
+            return await handler(request)
+        except SignInRequired:
+            return sign_in_redirect(request)
+        except ApiError as exc:
+            title = "Not found" if exc.status_code == 404 else _TITLES.get(exc.status_code)
+            message = (
+                "There is nothing here for your organisation."
+                if exc.status_code == 404
+                else exc.message
+            )
+            return error_page(request, exc.status_code, title or "Error", message)
+        except RequestValidationError:
+            return error_page(request, 400, "Bad request", "The address is not valid.")
 
 
 _TITLES = {

@@ -6,10 +6,12 @@ share them.
 
 from __future__ import annotations
 
+import functools
+import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -28,10 +30,25 @@ M = TypeVar("M", bound=BaseModel)
 
 def wire(model: type[M], row: Mapping[str, Any]) -> M:
     """A storage row as its wire model, with its times in UTC (SQLite's come back naive)."""
-    values = {
-        name: as_utc(value) if isinstance(value, datetime) else value for name, value in row.items()
-    }
+    values = dict(row)
+    for name in _time_fields(model):
+        value = values.get(name)
+        if value is not None and value.tzinfo is None:
+            values[name] = value.replace(tzinfo=UTC)
     return model.model_validate(values)
+
+
+@functools.cache
+def _time_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that hold a timestamp."""
+    return tuple(
+        name for name, field in model.model_fields.items() if _holds_time(field.annotation)
+    )
+
+
+def _holds_time(annotation: Any) -> bool:
+    """``datetime``, also inside ``Annotated[...]`` or a union with None."""
+    return annotation is datetime or any(_holds_time(arg) for arg in typing.get_args(annotation))
 
 
 def parse_id(text: str) -> uuid.UUID:
