@@ -182,7 +182,11 @@ def test_sign_in_read_a_traceback_retry_and_watch_it_complete_live(
     heading = page.locator("#task-live h1")
     expect(heading).to_contain_text("queued")
 
-    page.evaluate("window.__sameDocument = true")
+    run_page = page.context.new_page()  # the run's page, open beside the task's
+    run_page.goto(f"{api.url}/ui/runs/{run.id}?key=&tag=")
+    expect(run_page.locator("h1")).to_contain_text("running")
+    for shown in (page, run_page):
+        shown.evaluate("window.__sameDocument = true")
     scrolled = page.evaluate("window.scrollTo(0, 120); window.scrollY")
     client.update_task(task.id, status=TaskStatus.RUNNING, queue_job_id="job-2").unwrap()
     expect(heading).to_contain_text("running", timeout=10_000)
@@ -191,10 +195,18 @@ def test_sign_in_read_a_traceback_retry_and_watch_it_complete_live(
     ).unwrap()
     expect(heading).to_contain_text("completed", timeout=10_000)
     expect(page.locator("#task-live")).to_contain_text('"charged"')
-    assert page.evaluate("window.__sameDocument") is True  # updated in place, not reloaded
     assert page.evaluate("window.scrollY") == scrolled
     expect(page.locator("#task-live")).not_to_have_attribute("hx-trigger", re.compile("."))
     expect(page.get_by_role("button", name="Retry", exact=True)).to_have_count(0)
+
+    for step in (TaskStatus.RUNNING, TaskStatus.COMPLETED):  # the last task: the run ends
+        client.update_task(root.id, status=step, queue_job_id="job-3").unwrap()
+    expect(run_page.locator("h1")).to_contain_text("completed", timeout=10_000)
+    expect(run_page.locator("table.tree")).not_to_contain_text("failed")
+    expect(run_page.get_by_role("button", name="Cancel run")).to_have_count(0)
+    assert "key=&tag=" in run_page.url  # its filters kept
+    for shown in (page, run_page):  # updated in place, never reloaded
+        assert shown.evaluate("window.__sameDocument") is True
 
 
 def test_replay_with_edited_input_completes_on_a_real_worker(
