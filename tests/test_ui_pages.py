@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from foreman_api.storage import api_keys
+from foreman_api.storage import runs as run_storage
 from foreman_api.ui.session import COOKIE
 from tests.conftest import Api
 from tests.test_retries import ERROR, failed_task
@@ -150,6 +152,7 @@ def test_another_organisations_ids_are_not_found(api: Api, auth: dict[str, str])
         response = api.client.get(path)
         assert response.status_code == 404, path
         assert "<h1>Not found</h1>" in response.text
+    assert api.client.get("/ui/", follow_redirects=False).headers["location"] == "/ui"
     token = csrf_of(api)
     cancel = api.client.post(f"/ui/runs/{run['id']}/cancel", data={"csrf_token": token})
     assert cancel.status_code == 404
@@ -250,3 +253,18 @@ def test_docs_load_nothing_from_the_internet(api: Api) -> None:
     for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
         assert api.client.get(asset).status_code == 200, asset
     assert api.client.get("/redoc").status_code == 404
+
+
+def test_a_database_outage_is_a_page_that_says_so(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sign_in(api, api.key("*"))
+
+    async def unavailable(*_args: Any, **_kwargs: Any) -> None:
+        raise sa.exc.TimeoutError("no connection free")
+
+    monkeypatch.setattr(run_storage, "list_runs", unavailable)
+    response = api.client.get("/ui")
+    assert response.status_code == 503
+    assert "<h1>Unavailable</h1>" in response.text and "try again" in response.text
+    assert response.headers["retry-after"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from foreman_api.db import Database
 from foreman_api.errors import NotFound
@@ -28,7 +28,9 @@ _unknown = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=Fals
 
 @_unknown.get("/{rest:path}")
 async def unknown_page(request: Request, viewer: session.SignedIn, rest: str) -> Response:
-    """Any other dashboard address (after signing in): "Not found"."""
+    """Any other dashboard address (after signing in): "Not found" (``/ui/``: the runs)."""
+    if not rest:
+        return RedirectResponse("/ui", status_code=308)
     raise NotFound(f"no page {rest!r}")
 
 

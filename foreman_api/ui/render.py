@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from foreman_api.errors import ApiError
+from foreman_api.outages import database_outage
 
 if TYPE_CHECKING:
     from foreman_api.ui.session import Viewer
@@ -99,11 +100,17 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
-def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+def error_page(
+    request: Request,
+    status: int,
+    title: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
     """A page that says what went wrong (``title`` is its heading), with ``status``."""
     viewer = getattr(request.state, "viewer", None)
     context = {"request": request, "viewer": viewer, "title": title, "message": message}
-    return page("error.html", context, status=status)
+    return page("error.html", context, status=status, headers=headers)
 
 
 def sign_in_redirect(request: Request) -> Response:
@@ -136,7 +143,7 @@ class PageRoute(APIRoute):
     async def _answer(handler: Endpoint, request: Request) -> Response:
         """The page, or the page that says why not."""
         try:
-            return await handler(request)
+            return await _outages_as_errors(handler, request)
         except SignInRequired:
             return sign_in_redirect(request)
         except ApiError as exc:
@@ -146,9 +153,20 @@ class PageRoute(APIRoute):
                 if exc.status_code == 404
                 else exc.message
             )
-            return error_page(request, exc.status_code, title or "Error", message)
+            return error_page(request, exc.status_code, title or "Error", message, exc.headers)
         except RequestValidationError:
             return error_page(request, 400, "Bad request", "The address is not valid.")
+
+
+async def _outages_as_errors(handler: Endpoint, request: Request) -> Response:
+    """The handler's response; a database outage raised as the API's ``503``/``504``."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        outage = database_outage(exc)
+        if outage is None:
+            raise
+        raise outage from exc
 
 
 _TITLES = {
@@ -158,4 +176,5 @@ _TITLES = {
     409: "Not possible now",
     429: "Too many requests",
     503: "Unavailable",
+    504: "Unavailable",
 }
