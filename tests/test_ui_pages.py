@@ -181,6 +181,8 @@ def test_runs_are_filtered_by_status_time_id_and_metadata(api: Api, auth: dict[s
     assert _listed(api, "q=batch_1%25") == [ids[1]]  # text, any case; % and _ literal
     assert _listed(api, "q=batch%25") == []
     assert api.client.get("/ui?status=nope").status_code == 400
+    assert api.client.get("/ui?page=99999999999").status_code == 200  # past the end
+    assert api.client.get("/ui?page=x").status_code == 400
 
 
 def test_run_page_shows_the_tree_data_and_cancels(api: Api, auth: dict[str, str]) -> None:

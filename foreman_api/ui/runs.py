@@ -12,7 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from foreman_api.clock import utcnow
-from foreman_api.domain.run_data_query import InvalidFilter, SortBy, SortOrder, build_query
+from foreman_api.domain.run_data_query import (
+    MAX_OFFSET,
+    InvalidFilter,
+    SortBy,
+    SortOrder,
+    build_query,
+)
 from foreman_api.domain.run_search import parse_search
 from foreman_api.errors import BadRequest
 from foreman_api.schemas import Permission, Run, RunData, RunStatus, Task
@@ -60,7 +66,7 @@ async def runs_page(
         search = parse_search(q)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    page = max(page, 1)
+    page = min(max(page, 1), MAX_OFFSET // PAGE_SIZE)  # the database's largest offset
     rows, total = await run_storage.list_runs(
         viewer.db,
         org_id=viewer.org_id,
