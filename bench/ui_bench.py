@@ -137,6 +137,20 @@ def seed(database_url: str, *, run_count: int, task_count: int) -> str:
                 for i in range(50)
             ],
         )
+        conn.execute(  # what a write through the API keeps beside each entry
+            sa.text(
+                "INSERT INTO run_data_latest (run_id, key, seq) SELECT run_id, key, max(seq) "
+                "FROM run_data WHERE run_id = :run GROUP BY run_id, key"
+            ),
+            {"run": big},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO run_data_tags (run_data_seq, tag, run_id) "
+                "SELECT seq, 'bench', run_id FROM run_data WHERE run_id = :run"
+            ),
+            {"run": big},
+        )
     engine.dispose()
     analyze(database_url)
     return str(big)

@@ -19,6 +19,7 @@ from foreman_api import __version__
 from foreman_api.auth import Authenticator
 from foreman_api.deps import Services
 from foreman_api.errors import ApiError, error_body, invalid_request
+from foreman_api.heap import frozen_after_startup
 from foreman_api.http.dispatch import FastPath
 from foreman_api.http.endpoints import Endpoint
 from foreman_api.http.openapi import document
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
         redis=redis_client,
     )
     _install_error_handlers(app)
+    app.router.lifespan_context = frozen_after_startup(app.router.lifespan_context)
     app.include_router(health.router)
     declared: list[Endpoint] = []
     for module in ROUTE_MODULES:
