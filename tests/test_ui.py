@@ -166,6 +166,7 @@ def test_sign_in_read_a_traceback_retry_and_watch_it_complete_live(
     task = failed_task(client, run.id, parent=root)
     page = watched().page
     sign_in(page, api, api.key)
+    expect(page.locator("#runs")).to_have_attribute("hx-trigger", "every 2s")  # a run is live
 
     page.get_by_role("link", name=str(run.id)[:8]).click()
     expect(page.locator("h1")).to_contain_text("running")
@@ -235,6 +236,13 @@ def test_replay_with_edited_input_completes_on_a_real_worker(
     expect(heading).to_contain_text("completed", timeout=20_000)
     expect(page.locator("#task-live")).to_contain_text('"x"')
     assert client.get_task(task.id).unwrap().output_data == {"x": 2, "y": 1}
+
+    page.get_by_role("link", name="Workers").click()
+    expect(page.locator("#workers tbody tr")).to_have_count(len(workers.processes))
+    expect(page.locator("#workers")).to_contain_text("itest.typed")
+    page.get_by_role("link", name="Queues").click()
+    queue = page.locator("#queues tbody tr", has_text=workers.queue)
+    expect(queue.locator("td").last).to_have_text(str(len(workers.processes)))
 
 
 def _insert_runs(api: ApiServer, org: str, count: int) -> None:
