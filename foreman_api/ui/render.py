@@ -17,10 +17,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from foreman_api.errors import ApiError
 from foreman_api.outages import database_outage
+from foreman_api.ui import flash, format
 
 if TYPE_CHECKING:
     from foreman_api.ui.session import Viewer
-from foreman_api.ui import flash, format
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -43,6 +43,7 @@ environment = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # the templates ship with the package: no stat() per page
 )
 environment.filters.update(
     status=format.status_badge,

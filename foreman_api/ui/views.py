@@ -124,7 +124,7 @@ def timeline(rows: Sequence[TreeRow], now: datetime | None = None) -> list[Bar]:
     if not spans:
         return []
     first = min(start for _, start, _, _ in spans)
-    last = max(max(start, began or start, end or start) for _, start, began, end in spans)
+    last = max(max(start, began or start, end or now) for _, start, began, end in spans)
     total = max((last - first).total_seconds(), 0.001)
 
     def at(moment: datetime) -> float:
