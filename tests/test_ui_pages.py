@@ -173,6 +173,7 @@ def test_runs_are_filtered_by_status_time_id_and_metadata(api: Api, auth: dict[s
     sign_in(api, api.key("*"))
     ids = [run["id"] for run in runs]
     assert _listed(api, "") == ids[::-1]  # newest first
+    assert '<span class="tag">customer=c-2</span>' in api.client.get("/ui").text
     assert _listed(api, "status=failed") == [ids[1]]
     assert _listed(api, "window=15m") == ids[::-1]
     assert _listed(api, "q=customer%3Dc-2") == [ids[2]]
