@@ -188,6 +188,7 @@ def test_sign_in_read_a_traceback_retry_and_watch_it_complete_live(
     expect(run_page.locator("h1")).to_contain_text("running")
     for shown in (page, run_page):
         shown.evaluate("window.__sameDocument = true")
+    tasks_at = run_page.locator("section.tasks").bounding_box()
     scrolled = page.evaluate("window.scrollTo(0, 120); window.scrollY")
     client.update_task(task.id, status=TaskStatus.RUNNING, queue_job_id="job-2").unwrap()
     expect(heading).to_contain_text("running", timeout=10_000)
@@ -205,6 +206,7 @@ def test_sign_in_read_a_traceback_retry_and_watch_it_complete_live(
     expect(run_page.locator("h1")).to_contain_text("completed", timeout=10_000)
     expect(run_page.locator("table.tree")).not_to_contain_text("failed")
     expect(run_page.get_by_role("button", name="Cancel run")).to_have_count(0)
+    assert run_page.locator("section.tasks").bounding_box() == tasks_at  # nothing moved
     assert "key=&tag=" in run_page.url  # its filters kept
     for shown in (page, run_page):  # updated in place, never reloaded
         assert shown.evaluate("window.__sameDocument") is True
