@@ -235,7 +235,8 @@ def test_replay_with_edited_input_completes_on_a_real_worker(
     page.get_by_role("button", name="Replay").click()
     expect(page.locator(".flash")).to_have_text("Task replayed with the new input.")
     heading = page.locator("#task-live h1")
-    expect(heading).to_contain_text("completed", timeout=20_000)
+    # the reconciler enqueues a retried task within two scan intervals (10 s) and 5 s
+    expect(heading).to_contain_text("completed", timeout=40_000)
     expect(page.locator("#task-live")).to_contain_text('"x"')
     assert client.get_task(task.id).unwrap().output_data == {"x": 2, "y": 1}
 
