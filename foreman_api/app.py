@@ -19,6 +19,7 @@ from foreman_api import __version__
 from foreman_api.auth import Authenticator
 from foreman_api.deps import Services
 from foreman_api.errors import ApiError, error_body, invalid_request
+from foreman_api.heap import frozen_after_startup
 from foreman_api.http.dispatch import FastPath
 from foreman_api.http.endpoints import Endpoint
 from foreman_api.http.openapi import document
@@ -30,6 +31,7 @@ from foreman_api.schemas import ErrorBody
 from foreman_api.settings import Settings, get_settings
 from foreman_api.storage.engine import create_engine
 from foreman_api.storage.migrate import pending_revision
+from foreman_api.ui import install as install_pages
 
 log = logging.getLogger("foreman_api")
 
@@ -170,6 +172,8 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
         version=__version__,
         description="Runs, tasks and run data for workflow orchestration.",
         responses=_ERROR_RESPONSES,
+        docs_url=None,  # served offline by foreman_api.ui.docs
+        redoc_url=None,
     )
     app.state.services = Services(
         settings=settings,
@@ -179,10 +183,13 @@ def create_app(settings: Settings | None = None, *, engine: sa.Engine | None = N
         redis=redis_client,
     )
     _install_error_handlers(app)
+    app.router.lifespan_context = frozen_after_startup(app.router.lifespan_context)
     app.include_router(health.router)
     exposition.document(app)
     declared: list[Endpoint] = []
     for module in ROUTE_MODULES:
         declared += [replace(e, path=API_PREFIX + e.path) for e in module.endpoints.declared]
     document(app, declared)
-    return FastPath(app, app.state.services, declared)
+    served = FastPath(app, app.state.services, declared)
+    install_pages(app, database=served.database)  # /docs, /ui and /static
+    return served

@@ -203,6 +203,12 @@ def _check_record(
     return principal
 
 
+def live_principal(record: key_storage.ApiKeyRecord, now: datetime) -> Principal:
+    """The principal of a stored key (a dashboard session's); ``Unauthorized`` when the key
+    is revoked or expired, as :meth:`Authenticator.authenticate` would answer."""
+    return _check_record(record, _principal(record), record.key_hash, now)
+
+
 def _principal(record: key_storage.ApiKeyRecord) -> Principal:
     return Principal(
         key_id=record.id,

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     """Serve Prometheus metrics at ``/metrics`` (and time HTTP requests for them)."""
     metrics_token: str | None = Field(default=None, min_length=16)
     """When set, ``/metrics`` requires ``Authorization: Bearer <token>``."""
+    ui_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    """How long a dashboard sign-in lasts (its session row and cookie expire then)."""
 
     @field_validator("env")
     @classmethod

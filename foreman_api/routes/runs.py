@@ -6,8 +6,6 @@ Handlers parse and respond; :mod:`foreman_api.domain.states` holds the status ma
 
 from __future__ import annotations
 
-from typing import Any
-
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
 from foreman_api.http.wire import RowEncoder
@@ -26,8 +24,6 @@ from foreman_api.storage import runs as storage
 
 endpoints = Endpoints(tags=["runs"])
 RUN = RowEncoder(Run)
-RETRY_BATCH = 1000
-"""Tasks moved per transaction by a run retry."""
 
 
 @endpoints.post(
@@ -129,13 +125,7 @@ async def retry_run(call: Call) -> Reply:
     Reports how many moved and which; repeating the call moves nothing more."""
     path: RunPath = call.path
     await storage.get_run(call.db, org_id=call.org_id, run_id=path.run_id)  # or 404
-    matching = retries.TaskFilter(run_id=path.run_id)
-    moved: list[Any] = []
-    while True:  # in batches, each its own transaction
-        batch = await retries.retry_tasks(
-            call.db, org_id=call.org_id, matching=matching, limit=RETRY_BATCH
-        )
-        moved.extend(batch)
-        if len(batch) < RETRY_BATCH:
-            break
+    moved = await retries.retry_all(
+        call.db, org_id=call.org_id, matching=retries.TaskFilter(run_id=path.run_id)
+    )
     return reply(Retried(moved=len(moved), task_ids=[row["id"] for row in moved]))

@@ -7,8 +7,6 @@ including the claim's compare-and-set. Served by :mod:`foreman_api.http`.
 
 from __future__ import annotations
 
-from foreman_api.domain.states import INVALID_TRANSITION
-from foreman_api.errors import Conflict
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
 from foreman_api.http.wire import RowEncoder, dumps
@@ -222,23 +220,12 @@ async def retry_task(call: Call) -> Reply:
     path: TaskPath = call.path
     body: TaskRetry = call.body
     replay = "input_data" in body.model_fields_set
-    moved = await retries.retry_tasks(
+    row = await retries.retry_task(
         call.db,
         org_id=call.org_id,
-        matching=retries.TaskFilter(task_id=path.task_id),
-        limit=1,
+        task_id=path.task_id,
         input_data=body.input_data if replay else retries.UNSET,
     )
-    if moved:
-        return Reply(TASK.encode(moved[0]))
-    row = await storage.get_task(call.db, org_id=call.org_id, task_id=path.task_id)
-    state = TaskStatus(row["status"])
-    if state is TaskStatus.COMPLETED or (replay and row["input_data"] != body.input_data):
-        raise Conflict(
-            f"task {path.task_id} is {state}: only a failed or cancelled task can be "
-            "retried or replayed",
-            code=INVALID_TRANSITION,
-        )
     return Reply(TASK.encode(row))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -28,7 +30,8 @@ class ApiKeyRecord:
     last_used_at: datetime | None
 
 
-def _record(row: sa.RowMapping) -> ApiKeyRecord:
+def record_from_row(row: Mapping[Any, Any]) -> ApiKeyRecord:
+    """An ``api_keys`` row (any mapping of its columns) as a record."""
     return ApiKeyRecord(
         id=row["id"],
         org_id=row["org_id"],
@@ -68,7 +71,7 @@ def insert_key(
     }
     with write_transaction(engine) as conn:
         row = conn.execute(api_keys.insert().values(values).returning(api_keys)).mappings().one()
-    return _record(row)
+    return record_from_row(row)
 
 
 def find_by_hash(engine: sa.Engine, key_hash: str) -> ApiKeyRecord | None:
@@ -78,13 +81,13 @@ def find_by_hash(engine: sa.Engine, key_hash: str) -> ApiKeyRecord | None:
             .mappings()
             .first()
         )
-    return _record(row) if row else None
+    return record_from_row(row) if row else None
 
 
 def list_keys(engine: sa.Engine) -> list[ApiKeyRecord]:
     with read_transaction(engine) as conn:
         rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).mappings().all()
-    return [_record(row) for row in rows]
+    return [record_from_row(row) for row in rows]
 
 
 def revoke_key(engine: sa.Engine, key_id: uuid.UUID) -> bool:

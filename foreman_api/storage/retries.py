@@ -33,10 +33,13 @@ import sqlalchemy as sa
 from foreman_api.clock import utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.states import INVALID_TRANSITION
+from foreman_api.errors import Conflict
 from foreman_api.metrics import instruments
 from foreman_api.schemas import TERMINAL_RUN_STATUSES, TaskStatus
 from foreman_api.storage.runs import reopened
 from foreman_api.storage.tables import runs, tasks
+from foreman_api.storage.tasks import get_task
 
 RETRYABLE = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
 """The statuses a retry moves from."""
@@ -55,6 +58,10 @@ class TaskFilter:
     """``failed`` or ``cancelled``; None for both."""
     created_after: datetime | None = None
     created_before: datetime | None = None
+    error_type: str | None = None
+    """``errorData.type`` (the dashboard's failure groups)."""
+    task_ids: tuple[uuid.UUID, ...] | None = None
+    """Only these tasks (a selection)."""
 
     def where(self, org_id: str) -> list[sa.ColumnElement[bool]]:
         statuses = [self.status.value] if self.status is not None else list(RETRYABLE)
@@ -69,7 +76,17 @@ class TaskFilter:
             where.append(tasks.c.created_at >= self.created_after)
         if self.created_before is not None:
             where.append(tasks.c.created_at < self.created_before)
+        if self.error_type is not None:
+            where.append(error_type(tasks) == self.error_type)
+        if self.task_ids is not None:
+            where.append(tasks.c.id.in_(self.task_ids))
         return where
+
+
+def error_type(table: sa.FromClause) -> sa.ColumnElement[str]:
+    """A task's ``errorData.type`` as text (NULL without one)."""
+    text: sa.ColumnElement[str] = table.c.error_data["type"].as_string()
+    return text
 
 
 async def retry_tasks(
@@ -113,6 +130,44 @@ async def retry_tasks(
             await _reopen(tx, run_id=run_id, failed=failed, cancelled=cancelled, now=now)
     instruments.tasks_retried(moved)
     return sorted(moved, key=lambda row: (row["created_at"], row["id"]))
+
+
+async def retry_all(
+    db: Database, *, org_id: str, matching: TaskFilter, batch: int = 1000
+) -> list[Row]:
+    """Every task ``matching``, moved as :func:`retry_tasks` moves them, ``batch`` per
+    transaction, until none is left."""
+    moved: list[Row] = []
+    while True:
+        rows = await retry_tasks(db, org_id=org_id, matching=matching, limit=batch)
+        moved.extend(rows)
+        if len(rows) < batch:
+            return moved
+
+
+async def retry_task(
+    db: Database, *, org_id: str, task_id: uuid.UUID, input_data: Any = UNSET
+) -> Row:
+    """Retry (or, with ``input_data``, replay) one task; the task as it is now.
+
+    A task that is already unfinished again comes back unchanged (repeating a retry is
+    harmless); a ``completed`` task, or a replay with other input of an unfinished one, is
+    ``409 invalid_transition``; another organisation's task is ``404``."""
+    moved = await retry_tasks(
+        db, org_id=org_id, matching=TaskFilter(task_id=task_id), limit=1, input_data=input_data
+    )
+    if moved:
+        return moved[0]
+    row = await get_task(db, org_id=org_id, task_id=task_id)
+    state = TaskStatus(row["status"])
+    replay = input_data is not UNSET
+    if state is TaskStatus.COMPLETED or (replay and row["input_data"] != input_data):
+        raise Conflict(
+            f"task {task_id} is {state}: only a failed or cancelled task can be "
+            "retried or replayed",
+            code=INVALID_TRANSITION,
+        )
+    return row
 
 
 def _move_statement(ids: list[uuid.UUID], status: str, now: datetime, input_data: Any) -> sa.Update:

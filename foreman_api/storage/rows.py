@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -49,13 +49,21 @@ NARROW_COLUMNS = frozenset({"run_id", "parent_task_id"})
 """Filters whose own index finds few rows (one run's, one parent's)."""
 
 
+Conditions = Callable[[sa.FromClause], list[sa.ColumnElement[bool]]]
+"""More conditions on a table (or an alias of it) for :func:`paged_statements`."""
+
+
 def paged_statements(
-    table: sa.Table, columns: tuple[str, ...], sort_by: TimeSort, sort_order: SortOrder
+    table: sa.Table,
+    columns: tuple[str, ...],
+    sort_by: TimeSort,
+    sort_order: SortOrder,
+    extra: Conditions | None = None,
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """A page of ``table`` where each named column equals its ``p_<column>`` parameter,
-    ordered stably, with ``p_limit``/``p_offset``; each row also carries ``total``, the
-    count of every matching row (one statement, one snapshot). Also that count alone, for
-    a page that came back empty.
+    """A page of ``table`` where each named column equals its ``p_<column>`` parameter
+    (and the ``extra`` conditions hold), ordered stably, with ``p_limit``/``p_offset``;
+    each row also carries ``total``, the count of every matching row (one statement, one
+    snapshot). Also that count alone, for a page that came back empty.
     """
 
     narrowed = any(column in NARROW_COLUMNS for column in columns)
@@ -71,7 +79,7 @@ def paged_statements(
                 # count through the organisation's index: every task it has.
                 value = value.concat(sa.literal_column("''"))
             terms.append(value == sa.bindparam(f"p_{column}"))
-        return terms
+        return terms + (extra(source) if extra is not None else [])
 
     counted = table.alias("counted")
     count = sa.select(sa.func.count()).select_from(counted).where(*matching(counted))

@@ -8,6 +8,7 @@ Everything here runs on the request path's :class:`~foreman_api.db.Database`.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from foreman_api.clock import duration_ms, utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.run_search import RunSearch
 from foreman_api.domain.states import (
     UNFINISHED_TASK_STATUSES,
     check_run_transition,
@@ -30,6 +32,7 @@ from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
 from foreman_api.storage.attempts import close_run_attempts
 from foreman_api.storage.rows import elapsed_ms_sql, paged_statements
 from foreman_api.storage.tables import runs, tasks
+from foreman_api.storage.types import TIMESTAMP_TYPE
 
 # Built once with bound parameters (building a statement per request costs about as much
 # CPU as executing it).
@@ -148,9 +151,22 @@ async def list_runs(
     offset: int,
     sort_by: TimeSort,
     sort_order: SortOrder,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    search: RunSearch | None = None,
 ) -> tuple[Sequence[Row], int]:
-    """One page of runs and the total matching, from one snapshot. Ties break on id."""
-    page, count = _list_statements(status is not None, sort_by, sort_order)
+    """One page of runs and the total matching, from one snapshot. Ties break on id.
+
+    ``created_after`` (inclusive), ``created_before`` (exclusive) and ``search`` narrow
+    the list further (the dashboard's filters); their statements are built per call."""
+    if created_after is None and created_before is None and search is None:
+        page, count = _list_statements(status is not None, sort_by, sort_order)
+    else:
+        columns = ("org_id", "status") if status is not None else ("org_id",)
+        narrowing = functools.partial(
+            _narrowed, after=created_after, before=created_before, search=search
+        )
+        page, count = paged_statements(runs, columns, sort_by, sort_order, narrowing)
     params = {
         "p_org_id": org_id,
         "p_status": status.value if status is not None else None,
@@ -161,6 +177,41 @@ async def list_runs(
     if rows:
         return rows, int(rows[0]["total"])
     return [], int(await db.scalar(count, params))  # an offset past the end: still say how many
+
+
+def _narrowed(
+    table: sa.FromClause,
+    *,
+    after: datetime | None,
+    before: datetime | None,
+    search: RunSearch | None,
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of :func:`list_runs`'s time window and search on ``table``."""
+    terms: list[sa.ColumnElement[bool]] = []
+    if after is not None:
+        terms.append(table.c.created_at >= sa.literal(after, TIMESTAMP_TYPE))
+    if before is not None:
+        terms.append(table.c.created_at < sa.literal(before, TIMESTAMP_TYPE))
+    if search is None:
+        return terms
+    if search.run_id is not None:
+        terms.append(table.c.id == search.run_id)
+    elif search.meta_key is not None:
+        terms.append(table.c.metadata[search.meta_key].as_string() == search.meta_value)
+    else:
+        text = sa.cast(table.c.metadata, sa.Text)
+        anywhere = [text.ilike(_containing(search.text or ""), escape="\\")]
+        if search.id_prefix is not None:
+            digits = sa.func.replace(sa.cast(table.c.id, sa.String), "-", "")
+            anywhere.append(digits.like(search.id_prefix + "%"))
+        terms.append(sa.or_(*anywhere))
+    return terms
+
+
+def _containing(text: str) -> str:
+    """A LIKE pattern (escape ``\\``) for values that contain ``text`` literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 @lru_cache(maxsize=16)

@@ -35,6 +35,20 @@ api_keys = sa.Table(
     sa.Index("ix_api_keys_key_hash", "key_hash", unique=True),
 )
 
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    # A dashboard session (foreman_api.ui.session): the SHA-256 of the browser's cookie.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "key_id", UUID_TYPE, sa.ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Column("expires_at", TIMESTAMP_TYPE, nullable=False),
+    sa.Index("ix_ui_sessions_expires", "expires_at"),
+)
+
 runs = sa.Table(
     "runs",
     metadata,
