@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import httpx
 import tenacity
 
+from foreman_api.domain.paging import DataSortBy, SortOrder, TimeSortBy
 from foreman_api.schemas import (
     AttemptList,
     Health,
@@ -29,12 +30,9 @@ from foreman_worker import _calls, _responses
 from foreman_worker._calls import (
     UNSET,
     Call,
-    DataSortBy,
     Id,
     InvalidRequest,
     Names,
-    SortBy,
-    SortOrder,
     TagMode,
     Unset,
 )
@@ -143,7 +141,7 @@ class AsyncForemanClient(ClientBase):
         status: RunStatus | str | None = None,
         limit: int = 100,
         offset: int = 0,
-        sort_by: SortBy = "createdAt",
+        sort_by: TimeSortBy = "createdAt",
         sort_order: SortOrder = "desc",
     ) -> Result[Page[Run]]:
         """One page of runs, optionally of one status."""
@@ -312,7 +310,7 @@ class AsyncForemanClient(ClientBase):
         type: str | None = None,
         limit: int = 100,
         offset: int = 0,
-        sort_by: SortBy = "createdAt",
+        sort_by: TimeSortBy = "createdAt",
         sort_order: SortOrder = "desc",
     ) -> Result[Page[Task]]:
         """One page of tasks matching every filter given."""

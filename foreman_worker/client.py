@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, ParamSpec, Self, TypeVar, cast
 import httpx
 import tenacity
 
+from foreman_api.domain.paging import DataSortBy, SortOrder, TimeSortBy
 from foreman_api.schemas import (
     AttemptList,
     Health,
@@ -39,12 +40,9 @@ from foreman_worker._async_client import AsyncForemanClient
 from foreman_worker._calls import (
     UNSET,
     Call,
-    DataSortBy,
     Id,
     InvalidRequest,
     Names,
-    SortBy,
-    SortOrder,
     TagMode,
     Unset,
 )
@@ -229,7 +227,7 @@ class ForemanClient(ClientBase):
         status: RunStatus | str | None = None,
         limit: int = 100,
         offset: int = 0,
-        sort_by: SortBy = "createdAt",
+        sort_by: TimeSortBy = "createdAt",
         sort_order: SortOrder = "desc",
     ) -> Result[Page[Run]]:
         """One page of runs, optionally of one status."""
@@ -398,7 +396,7 @@ class ForemanClient(ClientBase):
         type: str | None = None,
         limit: int = 100,
         offset: int = 0,
-        sort_by: SortBy = "createdAt",
+        sort_by: TimeSortBy = "createdAt",
         sort_order: SortOrder = "desc",
     ) -> Result[Page[Task]]:
         """One page of tasks matching every filter given."""

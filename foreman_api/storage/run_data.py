@@ -41,8 +41,6 @@ from foreman_api.domain.run_data_query import (
     LIKE_ESCAPE,
     LikePattern,
     RunDataQuery,
-    SortBy,
-    SortOrder,
     TagMode,
     TextRange,
 )
@@ -496,15 +494,15 @@ def _matching(shape: RunDataQuery, dialect: str) -> list[ColumnElement[bool]]:
 def _sort_columns(shape: RunDataQuery) -> list[sa.Column[Any]]:
     # createdAt sorts by seq: insertion order, the exact form of creation time.
     return {
-        SortBy.CREATED_AT: [RD.c.seq],
-        SortBy.UPDATED_AT: [RD.c.updated_at, RD.c.seq],
-        SortBy.KEY: [RD.c.key, RD.c.seq],
+        "createdAt": [RD.c.seq],
+        "updatedAt": [RD.c.updated_at, RD.c.seq],
+        "key": [RD.c.key, RD.c.seq],
     }[shape.sort_by]
 
 
 def _order_by(shape: RunDataQuery) -> list[sa.UnaryExpression[Any]]:
     columns = _sort_columns(shape)
-    if shape.sort_order == SortOrder.DESC:
+    if shape.sort_order == "desc":
         return [c.desc() for c in columns]
     return [c.asc() for c in columns]
 
@@ -541,7 +539,7 @@ def _statements(shape: RunDataQuery, dialect: str) -> _Statements:
     counted_page = page.add_columns(total).where(RD.c.org_id == _param("p_org_id", RD.c.org_id))
     if dialect == "postgresql":
         sort = [column.name for column in _sort_columns(shape)]
-        json_page = postgres_page(counted_page, sort, shape.sort_order == SortOrder.DESC)
+        json_page = postgres_page(counted_page, sort, shape.sort_order == "desc")
     else:
         json_page = sqlite_entries(counted_page, total)
     return _Statements(

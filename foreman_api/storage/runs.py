@@ -19,13 +19,14 @@ import sqlalchemy as sa
 from foreman_api.clock import duration_ms, utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.paging import SortOrder, TimeSortBy
 from foreman_api.domain.states import (
     UNFINISHED_TASK_STATUSES,
     check_run_transition,
     is_terminal_run,
 )
 from foreman_api.errors import NotFound
-from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
+from foreman_api.schemas import RunStatus, TaskStatus
 from foreman_api.storage.attempts import close_run_attempts
 from foreman_api.storage.rows import elapsed_ms_sql, paged_statements
 from foreman_api.storage.tables import runs, tasks
@@ -144,7 +145,7 @@ async def list_runs(
     status: RunStatus | None,
     limit: int,
     offset: int,
-    sort_by: TimeSort,
+    sort_by: TimeSortBy,
     sort_order: SortOrder,
 ) -> tuple[Sequence[Row], int]:
     """One page of runs and the total matching, from one snapshot. Ties break on id."""
@@ -163,7 +164,7 @@ async def list_runs(
 
 @lru_cache(maxsize=16)
 def _list_statements(
-    by_status: bool, sort_by: TimeSort, sort_order: SortOrder
+    by_status: bool, sort_by: TimeSortBy, sort_order: SortOrder
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page (rows carry ``total``) and count statements of a run list (built once)."""
     columns = ("org_id", "status") if by_status else ("org_id",)
