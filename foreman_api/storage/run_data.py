@@ -570,7 +570,8 @@ async def list_entries(
 
     Usually one statement: the page carries the total (a subquery of the same snapshot),
     and rows of this organisation prove the run is its own. Only an empty page needs a
-    second look, to tell an unknown run (``404``) from a page past the end.
+    second look, to tell an unknown run (``404``) from a page past the end; on SQLite, so
+    does a page whose JSON SQLite would not write exactly (read again as rows).
     """
     shape, params = _shape(query)
     statements = _statements(shape, db.dialect)

@@ -100,6 +100,10 @@ def _text(name: str) -> sa.ColumnElement[str]:
     return sa.type_coerce(RD.c[name], sa.Text)
 
 
+_UUID_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+"""(start, length) of each dash-separated group of a UUID's 32 hex digits."""
+
+
 def _uuid_text(name: str) -> sa.ColumnElement[str]:
     """``0123…`` (32 hex digits) as ``01234567-89ab-…``; NULL stays NULL."""
     hex_ = _text(name)
@@ -110,17 +114,12 @@ def _uuid_text(name: str) -> sa.ColumnElement[str]:
     return dashed
 
 
-_UUID_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
-
-
 def _time_text(name: str) -> sa.ColumnElement[str]:
     """``2026-11-26 02:32:49.123456`` as ``2026-11-26T02:32:49.123Z`` (truncated to ms)."""
     stored = _text(name)
-    date, time = (
-        sa.func.substr(stored, _sql(1), _sql(10)),
-        sa.func.substr(stored, _sql(12), _sql(12)),
-    )
-    return date + _sql("T") + time + _sql("Z")
+    date = sa.func.substr(stored, _sql(1), _sql(10))
+    time_ms = sa.func.substr(stored, _sql(12), _sql(12))
+    return date + _sql("T") + time_ms + _sql("Z")
 
 
 RUN_ID_TEXT = "p_run_id_text"
