@@ -48,9 +48,9 @@ The table prints ours (per backend) and the reference, and ours (PostgreSQL) ÷ 
 req/s; then the CPU used per scenario, the machine's load average at the start, the CPU count
 and each server's RSS after the benchmark.
 
-``--profile`` runs one scenario (default: get task) on our PostgreSQL server with ``py-spy``
-attached and prints where the server's time goes (no reference). Install it into the venv
-for that only: ``.venv/bin/pip install py-spy``.
+``--profile`` runs one scenario (default: get task) on our PostgreSQL server (SQLite with
+``--backend sqlite``) with ``py-spy`` attached and prints where the server's time goes (no
+reference). Install it into the venv for that only: ``.venv/bin/pip install py-spy``.
 """
 
 from __future__ import annotations
@@ -1090,7 +1090,7 @@ def _summarise_folded(path: Path, top: int = 25) -> None:
             break
 
 
-def profile(settings: Settings, scenario: str) -> int:
+def profile(settings: Settings, scenario: str, backend: str = "postgres") -> int:
     spy = _py_spy()
     if spy is None:
         print(
@@ -1101,8 +1101,10 @@ def profile(settings: Settings, scenario: str) -> int:
             "  py-spy record --pid <server pid> --duration 10 -o profile.svg"
         )
         return 2
-    with postgres_database() as (url, workdir):
-        server = Server(url, workdir, "ours (PostgreSQL)")
+    name = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    database = sqlite_database() if backend == "sqlite" else postgres_database()
+    with database as (url, workdir):
+        server = Server(url, workdir, f"ours ({name})")
         server.prepare()
         server.start()
         try:
@@ -1131,7 +1133,7 @@ def profile(settings: Settings, scenario: str) -> int:
                 )
                 return 2
             print(
-                f"\nProfile of the server during '{scenario}' on PostgreSQL "
+                f"\nProfile of the server during '{scenario}' on {name} "
                 f"(py-spy --gil, 250 Hz, {settings.duration:g} s):"
             )
             _summarise_folded(out)
@@ -1247,7 +1249,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         const="get-task",
         choices=PROFILE_SCENARIOS,
-        help="profile one scenario (default get-task) of ours on PostgreSQL with py-spy",
+        help="profile one scenario (default get-task) of ours with py-spy, on PostgreSQL "
+        "(or SQLite with --backend sqlite)",
     )
     args = parser.parse_args(argv)
     if args.connections < 1 or args.duration <= 0:
@@ -1262,7 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     if args.profile:
-        return profile(settings, args.profile)
+        return profile(settings, args.profile, "sqlite" if args.backend == "sqlite" else "postgres")
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     skipped = None
     if args.no_reference:

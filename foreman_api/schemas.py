@@ -12,7 +12,9 @@ working against a newer server.
 from __future__ import annotations
 
 import math
+import typing
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -24,6 +26,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     JsonValue,
     PlainSerializer,
     ValidationError,
@@ -31,10 +35,20 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-from foreman_api.domain.run_data_query import MAX_LIMIT, TagMode
-from foreman_api.domain.run_data_query import SortBy as DataSortBy
-from foreman_api.domain.run_data_query import SortOrder as DataSortOrder
+from foreman_api.domain.paging import (
+    MAX_LIMIT,
+    MAX_OFFSET,
+    SORT_BY_ALIASES,
+    DataSortBy,
+    SortOrder,
+    TimeSortBy,
+    normalise_sort_by,
+    sort_by_spellings,
+)
+from foreman_api.domain.run_data_query import TagMode
 
 MAX_JSON_DEPTH = 64
 
@@ -465,12 +479,47 @@ class RunData(_Response):
 
 # ---- envelopes --------------------------------------------------------------------------
 
-SortOrder = Literal["asc", "desc"]
-MAX_OFFSET = 2**31 - 1
-"""Offsets beyond this are a ``400`` rather than an overflow in the database."""
-TimeSort = Literal["createdAt", "updatedAt"]
-"""How runs and tasks lists sort; ties are broken by id."""
 Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, slots=True)
+class _SortBySpellings:
+    """``Annotated`` metadata of a ``sortBy`` Literal: also accept the other spellings of
+    its values (:data:`~foreman_api.domain.paging.SORT_BY_ALIASES`), normalised to the
+    value, and list every spelling in the JSON schema (so in the OpenAPI document)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        values: tuple[str, ...] = typing.get_args(source)
+        spellings = [repr(spelling) for spelling in sort_by_spellings(values)]
+        expected = f"{', '.join(spellings[:-1])} or {spellings[-1]}"
+
+        def normalise(spelling: Any) -> Any:
+            value = normalise_sort_by(spelling, values) if isinstance(spelling, str) else None
+            if value is None:
+                raise PydanticCustomError(
+                    "literal_error", "Input should be {expected}", {"expected": expected}
+                )
+            return value
+
+        return core_schema.no_info_before_validator_function(normalise, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler.resolve_ref_schema(handler(schema))
+        json_schema["enum"] = sort_by_spellings(json_schema["enum"])
+        return json_schema
+
+
+SORT_BY_HELP = "Also accepted: " + ", ".join(
+    f"`{alias}` for `{value}`" for alias, value in SORT_BY_ALIASES.items()
+)
+TimeSortParam = Annotated[TimeSortBy, _SortBySpellings()]
+"""``sortBy`` of runs and tasks lists, in any accepted spelling; validates to the value."""
+DataSortParam = Annotated[DataSortBy, _SortBySpellings()]
+"""``sortBy`` of run data queries, in any accepted spelling; validates to the value."""
 
 
 class Pagination(_Response):
@@ -484,9 +533,11 @@ class PageQuery(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    limit: int = Field(default=100, ge=1, le=1000, description="Page size, 1 to 1000.")
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description="Page size, 1 to 1000.")
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")
-    sort_by: TimeSort = Field(default="createdAt", alias="sortBy")
+    sort_by: TimeSortParam = Field(
+        default="createdAt", alias="sortBy", description=f"Order by this time. {SORT_BY_HELP}."
+    )
     sort_order: SortOrder = Field(default="desc", alias="sortOrder")
 
 
@@ -589,8 +640,12 @@ class RunDataListQuery(BaseModel):
     include_all: bool = Field(default=False, alias="includeAll")
     limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description="Page size, 1 to 1000.")
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")
-    sort_by: DataSortBy = Field(default=DataSortBy.CREATED_AT, alias="sortBy")
-    sort_order: DataSortOrder = Field(default=DataSortOrder.DESC, alias="sortOrder")
+    sort_by: DataSortParam = Field(
+        default="createdAt",
+        alias="sortBy",
+        description=f"Order by this (`createdAt` is insertion order). {SORT_BY_HELP}.",
+    )
+    sort_order: SortOrder = Field(default="desc", alias="sortOrder")
 
 
 class RunDataDeleteQuery(BaseModel):

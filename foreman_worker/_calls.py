@@ -21,6 +21,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from foreman_api.domain.paging import DataSortBy, SortOrder, TimeSortBy
 from foreman_api.schemas import (
     AttemptList,
     Deleted,
@@ -63,9 +64,6 @@ Id = str | uuid.UUID
 Names = str | Iterable[str]
 """One name (a key, a tag) or several."""
 TagMode = Literal["any", "all"]
-SortOrder = Literal["asc", "desc"]
-SortBy = Literal["createdAt", "updatedAt"]
-DataSortBy = Literal["createdAt", "updatedAt", "key"]
 
 
 class Unset(Enum):
@@ -217,7 +215,7 @@ def list_runs(
     status: RunStatus | str | None = None,
     limit: int = 100,
     offset: int = 0,
-    sort_by: SortBy = "createdAt",
+    sort_by: TimeSortBy = "createdAt",
     sort_order: SortOrder = "desc",
 ) -> Call[Page[Run]]:
     """One page of runs, optionally of one status."""
@@ -421,7 +419,7 @@ def list_tasks(
     type: str | None = None,
     limit: int = 100,
     offset: int = 0,
-    sort_by: SortBy = "createdAt",
+    sort_by: TimeSortBy = "createdAt",
     sort_order: SortOrder = "desc",
 ) -> Call[Page[Task]]:
     """One page of tasks matching every filter given."""

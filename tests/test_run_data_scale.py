@@ -19,7 +19,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from foreman_api.domain.run_data_query import RunDataQuery, SortBy, TagMode, build_query
+from foreman_api.domain.run_data_query import RunDataQuery, TagMode, build_query
 from foreman_api.storage.run_data import query_statements
 from foreman_api.storage.tables import run_data, run_data_latest, run_data_tags, runs
 
@@ -149,7 +149,7 @@ QUERIES: dict[str, RunDataQuery] = {
     "all values of a key": build_query(key="key-01234", include_all=True),
     "latest by prefix": build_query(key_starts_with=["key-012"]),
     "all by prefix": build_query(key_starts_with=["key-0123"], include_all=True),
-    "prefix sorted by key": build_query(key_starts_with=["key-012"], sort_by=SortBy.KEY),
+    "prefix sorted by key": build_query(key_starts_with=["key-012"], sort_by="key"),
     "pattern with literal prefix": build_query(key_pattern=["key-01?3*"]),
     "key filters OR-ed": build_query(key="key-00007", key_starts_with=["key-0199"]),
     "latest by tag": build_query(tags=["tag-0042"]),

@@ -25,30 +25,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from foreman_api.domain.paging import MAX_LIMIT, MAX_OFFSET, DataSortBy, SortOrder
+
 MAX_CODE_POINT = 0x10FFFF
 SURROGATES = range(0xD800, 0xE000)
 MAX_FILTER_VALUES = 100
 MAX_FILTER_LENGTH = 255
 LIKE_ESCAPE = "\\"
-MAX_LIMIT = 1000
-MAX_OFFSET = 2**31 - 1
-"""The largest offset accepted, as for runs and tasks (a 32-bit signed integer)."""
 
 
 class TagMode(StrEnum):
     ANY = "any"
     ALL = "all"
-
-
-class SortBy(StrEnum):
-    CREATED_AT = "createdAt"
-    UPDATED_AT = "updatedAt"
-    KEY = "key"
-
-
-class SortOrder(StrEnum):
-    ASC = "asc"
-    DESC = "desc"
 
 
 class InvalidFilter(ValueError):
@@ -89,8 +77,8 @@ class RunDataQuery:
     include_all: bool = False
     limit: int = 100
     offset: int = 0
-    sort_by: SortBy = SortBy.CREATED_AT
-    sort_order: SortOrder = SortOrder.DESC
+    sort_by: DataSortBy = "createdAt"
+    sort_order: SortOrder = "desc"
 
     @property
     def filters_keys(self) -> bool:
@@ -175,8 +163,8 @@ def build_query(
     include_all: bool = False,
     limit: int = 100,
     offset: int = 0,
-    sort_by: SortBy = SortBy.CREATED_AT,
-    sort_order: SortOrder = SortOrder.DESC,
+    sort_by: DataSortBy = "createdAt",
+    sort_order: SortOrder = "desc",
 ) -> RunDataQuery:
     """Validate and normalise the filters. Raises InvalidFilter naming the parameter.
 

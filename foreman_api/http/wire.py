@@ -60,7 +60,7 @@ class RowEncoder:
             }
         )
 
-    def encode_built_page(self, data: str, *, total: int, limit: int, offset: int) -> bytes:
+    def encode_built_page(self, data: str | bytes, *, total: int, limit: int, offset: int) -> bytes:
         """A ``Page`` whose ``data`` is a JSON array of the model built elsewhere (by the
         database), written as it is."""
         pagination = {"total": total, "limit": limit, "offset": offset}

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from foreman_api.schemas import SortOrder, Task, TimeSort
+from foreman_api.domain.paging import SortOrder, TimeSortBy
+from foreman_api.schemas import Task
 from foreman_api.storage.types import TIMESTAMP_TYPE
 
 
@@ -17,7 +18,7 @@ def task_from_row(row: Mapping[Any, Any]) -> Task:
 
 
 def stable_order(
-    table: sa.Table, sort_by: TimeSort, sort_order: SortOrder
+    table: sa.Table, sort_by: TimeSortBy, sort_order: SortOrder
 ) -> list[sa.UnaryExpression[Any]]:
     """ORDER BY the ``createdAt``/``updatedAt`` column, ties broken by id, for stable pages."""
     column = table.c["created_at" if sort_by == "createdAt" else "updated_at"]
@@ -56,7 +57,7 @@ Conditions = Callable[[sa.FromClause], list[sa.ColumnElement[bool]]]
 def paged_statements(
     table: sa.Table,
     columns: tuple[str, ...],
-    sort_by: TimeSort,
+    sort_by: TimeSortBy,
     sort_order: SortOrder,
     extra: Conditions | None = None,
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:

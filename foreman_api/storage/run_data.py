@@ -41,12 +41,15 @@ from foreman_api.domain.run_data_query import (
     LIKE_ESCAPE,
     LikePattern,
     RunDataQuery,
-    SortBy,
-    SortOrder,
     TagMode,
     TextRange,
 )
-from foreman_api.schemas import RunData
+from foreman_api.storage.run_data_json import (
+    RUN_ID_TEXT,
+    postgres_page,
+    sqlite_entries,
+    sqlite_page,
+)
 from foreman_api.storage.tables import run_data, run_data_latest, run_data_tags, runs, tasks
 
 RD = run_data
@@ -55,8 +58,6 @@ LATEST = run_data_latest
 _COLUMNS = [c for c in RD.c if c.name != "seq"]
 _RETURNED = [RD.c.seq, *_COLUMNS]
 _BOUND = [c.name for c in _COLUMNS]
-_WIRE_FIELDS = [(field.alias or name, name) for name, field in RunData.model_fields.items()]
-"""(JSON name, column) of each field of an entry in a response."""
 
 
 class RunDataError(Exception):
@@ -80,8 +81,9 @@ class RecordPage:
     rows: list[Row]
     """The entries, as dicts of their columns (none when ``json`` holds them)."""
     total: int
-    json: str | None = None
-    """On PostgreSQL: the entries as the response's JSON array, built by the database."""
+    json: str | bytes | None = None
+    """The entries as the response's JSON array, written by the database (none when
+    ``rows`` holds them)."""
 
 
 def _param(name: str, column: sa.ColumnElement[Any]) -> sa.BindParameter[Any]:
@@ -492,15 +494,15 @@ def _matching(shape: RunDataQuery, dialect: str) -> list[ColumnElement[bool]]:
 def _sort_columns(shape: RunDataQuery) -> list[sa.Column[Any]]:
     # createdAt sorts by seq: insertion order, the exact form of creation time.
     return {
-        SortBy.CREATED_AT: [RD.c.seq],
-        SortBy.UPDATED_AT: [RD.c.updated_at, RD.c.seq],
-        SortBy.KEY: [RD.c.key, RD.c.seq],
+        "createdAt": [RD.c.seq],
+        "updatedAt": [RD.c.updated_at, RD.c.seq],
+        "key": [RD.c.key, RD.c.seq],
     }[shape.sort_by]
 
 
 def _order_by(shape: RunDataQuery) -> list[sa.UnaryExpression[Any]]:
     columns = _sort_columns(shape)
-    if shape.sort_order == SortOrder.DESC:
+    if shape.sort_order == "desc":
         return [c.desc() for c in columns]
     return [c.asc() for c in columns]
 
@@ -513,9 +515,10 @@ class _Statements:
     """How many entries match."""
     counted_page: sa.Select[Any]
     """The page of the caller's organisation, each row with the ``total`` matching."""
-    json_page: sa.Select[Any] | None
-    """PostgreSQL: ``counted_page`` as one row, ``data`` (the entries as the response's
-    JSON array) and ``total``; both NULL for an empty page."""
+    json_page: sa.Select[Any]
+    """``counted_page`` as JSON: on PostgreSQL one row, ``data`` (the entries as the
+    response's JSON array) and ``total``, both NULL for an empty page; on SQLite one row
+    per entry (:func:`~foreman_api.storage.run_data_json.sqlite_entries`)."""
     owner_and_count: sa.Select[Any]
     """The run's organisation (``org_id``) and the ``total`` matching."""
 
@@ -534,40 +537,18 @@ def _statements(shape: RunDataQuery, dialect: str) -> _Statements:
     total = count.scalar_subquery().label("total")
     # The count is an uncorrelated subquery: evaluated once, from the page's snapshot.
     counted_page = page.add_columns(total).where(RD.c.org_id == _param("p_org_id", RD.c.org_id))
+    if dialect == "postgresql":
+        sort = [column.name for column in _sort_columns(shape)]
+        json_page = postgres_page(counted_page, sort, shape.sort_order == "desc")
+    else:
+        json_page = sqlite_entries(counted_page, total)
     return _Statements(
         page=page,
         count=count,
         counted_page=counted_page,
-        json_page=_json_page(counted_page, shape) if dialect == "postgresql" else None,
+        json_page=json_page,
         owner_and_count=sa.select(_RUN_ORG.label("org_id"), total),
     )
-
-
-_ISO_UTC_MS: sa.ColumnElement[str] = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
-"""to_char's pattern for the API's timestamps (``2026-11-26T02:32:49.123Z``)."""
-
-
-def _json_page(counted_page: sa.Select[Any], shape: RunDataQuery) -> sa.Select[Any]:
-    """PostgreSQL builds the page's JSON itself: no row is decoded, made a dict and encoded
-    again in Python (most of a 100-entry page's CPU). Timestamps are written as
-    :func:`~foreman_api.schemas.format_timestamp` writes them; ``tests/test_run_data.py``
-    checks pages against the entries' create responses."""
-    inner = counted_page.add_columns(
-        RD.c.seq.label("o_seq"), RD.c.updated_at.label("o_updated_at")
-    ).subquery("page")
-    by_name = {"seq": inner.c.o_seq, "updated_at": inner.c.o_updated_at, "key": inner.c.key}
-    sort = [by_name[column.name] for column in _sort_columns(shape)]
-    order = [c.desc() if shape.sort_order == SortOrder.DESC else c.asc() for c in sort]
-    fields: list[Any] = []
-    for alias, name in _WIRE_FIELDS:
-        column: Any = inner.c[name]
-        if name in ("created_at", "updated_at"):
-            column = sa.func.to_char(sa.func.timezone("UTC", column), _ISO_UTC_MS)
-        fields.extend([sa.literal(alias), column])
-    entry = sa.func.json_build_object(*fields)
-    entries = sa.func.json_agg(postgresql.aggregate_order_by(entry, *order))
-    data: sa.ColumnElement[Any] = sa.cast(entries, sa.Text).label("data")
-    return sa.select(data, sa.func.max(inner.c.total).label("total"))
 
 
 def query_statements(
@@ -582,23 +563,33 @@ def query_statements(
 
 
 async def list_entries(
-    db: Database, *, org_id: str, run_id: uuid.UUID, query: RunDataQuery
+    db: Database, *, org_id: str, run_id: uuid.UUID, query: RunDataQuery, as_json: bool = True
 ) -> RecordPage:
-    """One page of matching entries and the total.
+    """One page of matching entries and the total; with ``as_json``, the entries as the
+    response's JSON array written by the database (:mod:`.run_data_json`) where it can.
 
     Usually one statement: the page carries the total (a subquery of the same snapshot),
     and rows of this organisation prove the run is its own. Only an empty page needs a
-    second look, to tell an unknown run (``404``) from a page past the end.
+    second look, to tell an unknown run (``404``) from a page past the end; on SQLite, so
+    does a page whose JSON SQLite would not write exactly (read again as rows).
     """
     shape, params = _shape(query)
     statements = _statements(shape, db.dialect)
     params["p_run_id"] = run_id
     params["p_org_id"] = org_id
-    if statements.json_page is not None:
+    as_rows = not as_json
+    if as_json and db.dialect == "postgresql":
         built = await db.one(statements.json_page, params)
         if built is not None and built["data"] is not None:
             return RecordPage([], int(built["total"]), built["data"])
-    else:
+    elif as_json:
+        entries = await db.all(statements.json_page, {**params, RUN_ID_TEXT: str(run_id)})
+        if entries:
+            data = sqlite_page(entries)
+            if data is not None:
+                return RecordPage([], int(entries[0]["total"]), data)
+            as_rows = True  # a page that SQLite's JSON would not write exactly
+    if as_rows:
         rows = await db.all(statements.counted_page, params)
         if rows:
             return RecordPage(rows, int(rows[0]["total"]))

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from foreman_api.clock import duration_ms, utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.paging import SortOrder, TimeSortBy
 from foreman_api.domain.run_search import RunSearch
 from foreman_api.domain.states import (
     UNFINISHED_TASK_STATUSES,
@@ -28,7 +29,7 @@ from foreman_api.domain.states import (
 )
 from foreman_api.errors import NotFound
 from foreman_api.metrics import instruments
-from foreman_api.schemas import RunStatus, SortOrder, TaskStatus, TimeSort
+from foreman_api.schemas import RunStatus, TaskStatus
 from foreman_api.storage.attempts import close_run_attempts
 from foreman_api.storage.rows import elapsed_ms_sql, paged_statements
 from foreman_api.storage.tables import runs, tasks
@@ -149,7 +150,7 @@ async def list_runs(
     status: RunStatus | None,
     limit: int,
     offset: int,
-    sort_by: TimeSort,
+    sort_by: TimeSortBy,
     sort_order: SortOrder,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -216,7 +217,7 @@ def _containing(text: str) -> str:
 
 @lru_cache(maxsize=16)
 def _list_statements(
-    by_status: bool, sort_by: TimeSort, sort_order: SortOrder
+    by_status: bool, sort_by: TimeSortBy, sort_order: SortOrder
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page (rows carry ``total``) and count statements of a run list (built once)."""
     columns = ("org_id", "status") if by_status else ("org_id",)

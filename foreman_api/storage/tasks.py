@@ -18,15 +18,14 @@ import sqlalchemy as sa
 from foreman_api.clock import as_utc, utcnow
 from foreman_api.db import Database, IntegrityViolation, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.paging import SortOrder, TimeSortBy
 from foreman_api.errors import BadRequest, Conflict, NotFound
 from foreman_api.metrics import instruments
 from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE,
     TERMINAL_RUN_STATUSES,
-    SortOrder,
     TaskStatus,
-    TimeSort,
 )
 from foreman_api.storage.rows import paged_statements
 from foreman_api.storage.runs import GET_RUN, reopened, run_not_found
@@ -223,7 +222,7 @@ async def list_tasks(
     type: str | None,
     limit: int,
     offset: int,
-    sort_by: TimeSort,
+    sort_by: TimeSortBy,
     sort_order: SortOrder,
 ) -> tuple[Sequence[Row], int]:
     """One page of tasks and the total matching, from one snapshot. Ties break on id.
@@ -272,7 +271,7 @@ def _list_statements(
     by_parent: bool,
     by_status: bool,
     by_type: bool,
-    sort_by: TimeSort,
+    sort_by: TimeSortBy,
     sort_order: SortOrder,
 ) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page (rows carry ``total``) and count statements of a task list (built once)."""

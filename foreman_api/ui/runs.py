@@ -12,13 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from foreman_api.clock import utcnow
-from foreman_api.domain.run_data_query import (
-    MAX_OFFSET,
-    InvalidFilter,
-    SortBy,
-    SortOrder,
-    build_query,
-)
+from foreman_api.domain.paging import MAX_OFFSET
+from foreman_api.domain.run_data_query import InvalidFilter, build_query
 from foreman_api.domain.run_search import parse_search
 from foreman_api.errors import BadRequest
 from foreman_api.schemas import Permission, Run, RunData, RunStatus, Task
@@ -103,8 +98,8 @@ async def _run_data(viewer: Viewer, run: Run, prefix: str, tag: str) -> list[Run
             key_starts_with=[prefix] if prefix else None,
             tags=[tag] if tag else None,
             limit=DATA_SHOWN,
-            sort_by=SortBy.KEY,
-            sort_order=SortOrder.ASC,
+            sort_by="key",
+            sort_order="asc",
         )
     except InvalidFilter as exc:
         raise BadRequest(f"{exc.field}: {exc.message}") from None
