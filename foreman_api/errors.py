@@ -1,15 +1,15 @@
-"""HTTP errors as exceptions; one handler in :mod:`foreman_api.app` renders them.
+"""HTTP errors as exceptions, and the one mapping of the domain's refusals to them.
+
+The domain's refusals (:mod:`foreman_api.domain.errors`) get their status here, in
+:func:`as_api_error`: ``Invalid`` 400, ``NotFound`` 404 (also for another organisation's
+ids), ``Conflict`` 409. What only HTTP knows is raised as an :class:`ApiError` directly:
 
 ApiError                 base: status_code, code, message, details
-├── BadRequest           400 invalid_request (validation, pagination, ids)
 ├── Unauthorized         401 unauthorized (no, unknown, expired or revoked key)
 ├── Forbidden            403 forbidden (names the permission required)
-├── NotFound             404 not_found (also for another organisation's ids)
-├── Conflict             409 conflict / invalid_transition
 ├── PayloadTooLarge      413 payload_too_large
 ├── RateLimited          429 rate_limited (carries retry_after)
-├── ServiceUnavailable   503 service_unavailable
-│   └── DatabaseUnavailable  503 database_unavailable (nothing written; Retry-After)
+├── DatabaseUnavailable  503 database_unavailable (nothing written; Retry-After)
 └── DatabaseOutcomeUnknown   504 database_outcome_unknown (lost during COMMIT)
 """
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
+
+from foreman_api.domain.errors import Conflict, DomainError, Invalid, NotFound
 
 
 class ApiError(Exception):
@@ -40,11 +42,6 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class BadRequest(ApiError):
-    status_code = 400
-    code = "invalid_request"
-
-
 class Unauthorized(ApiError):
     status_code = 401
     code = "unauthorized"
@@ -53,16 +50,6 @@ class Unauthorized(ApiError):
 class Forbidden(ApiError):
     status_code = 403
     code = "forbidden"
-
-
-class NotFound(ApiError):
-    status_code = 404
-    code = "not_found"
-
-
-class Conflict(ApiError):
-    status_code = 409
-    code = "conflict"
 
 
 class PayloadTooLarge(ApiError):
@@ -75,14 +62,10 @@ class RateLimited(ApiError):
     code = "rate_limited"
 
 
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    code = "service_unavailable"
-
-
-class DatabaseUnavailable(ServiceUnavailable):
+class DatabaseUnavailable(ApiError):
     """The database could not be reached (or was too busy); nothing was written."""
 
+    status_code = 503
     code = "database_unavailable"
 
 
@@ -102,7 +85,21 @@ def error_body(message: str, code: str, details: list[dict[str, Any]] | None = N
     return json.dumps({"error": message, "code": code, "details": details or []}).encode()
 
 
-def invalid_request(errors: Iterable[Mapping[str, Any]]) -> BadRequest:
+_STATUS: Final[Mapping[type[DomainError], int]] = {Invalid: 400, NotFound: 404, Conflict: 409}
+
+
+def as_api_error(exc: DomainError | ApiError) -> ApiError:
+    """The HTTP error of a refusal: a domain error gets the status of its kind here (the
+    one place that knows it); an :class:`ApiError` is one already."""
+    if isinstance(exc, ApiError):
+        return exc
+    status = next((_STATUS[kind] for kind in type(exc).__mro__ if kind in _STATUS), 400)
+    error = ApiError(exc.message, code=exc.code, details=exc.details)
+    error.status_code = status
+    return error
+
+
+def invalid_request(errors: Iterable[Mapping[str, Any]]) -> Invalid:
     """The ``400`` for pydantic/FastAPI validation errors: each field named in ``details``
     and the first three in the message."""
     details = [
@@ -112,7 +109,7 @@ def invalid_request(errors: Iterable[Mapping[str, Any]]) -> BadRequest:
     summary = "; ".join(
         f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:3]
     )
-    return BadRequest(f"invalid request: {summary}", details=details)
+    return Invalid(f"invalid request: {summary}", details=details)
 
 
 def _field_path(location: tuple[Any, ...]) -> str:

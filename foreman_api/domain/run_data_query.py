@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from foreman_api.domain.errors import Invalid
 from foreman_api.domain.paging import MAX_LIMIT, MAX_OFFSET, DataSortBy, SortOrder
 
 MAX_CODE_POINT = 0x10FFFF
@@ -39,13 +40,12 @@ class TagMode(StrEnum):
     ALL = "all"
 
 
-class InvalidFilter(ValueError):
+class InvalidFilter(Invalid):
     """A filter value the API refuses; ``field`` is its query parameter name."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}", details=[{"field": field, "message": message}])
         self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +84,6 @@ class RunDataQuery:
     def filters_keys(self) -> bool:
         """True when a key condition restricts the entries."""
         return not self.match_all_keys and bool(self.keys or self.key_prefixes or self.key_patterns)
-
-    @property
-    def filters_tags(self) -> bool:
-        return bool(self.tags or self.tag_prefixes)
 
 
 def next_string(prefix: str) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from foreman_api.errors import Conflict
+from foreman_api.domain.errors import Conflict
 from foreman_api.schemas import (
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,

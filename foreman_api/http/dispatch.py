@@ -29,7 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from foreman_api.db import Database, open_database
 from foreman_api.deps import Services, authorise
-from foreman_api.errors import ApiError, PayloadTooLarge, error_body, invalid_request
+from foreman_api.domain.errors import DomainError
+from foreman_api.errors import (
+    ApiError,
+    PayloadTooLarge,
+    as_api_error,
+    error_body,
+    invalid_request,
+)
 from foreman_api.http.call import Call, Reply
 from foreman_api.http.endpoints import Endpoint
 from foreman_api.metrics import exposition, instruments
@@ -138,8 +145,8 @@ class FastPath:
             exposition.check_token(self.services.settings.metrics_token, _headers(scope))
             body = await exposition.render(await self.database())
             result = Reply(body, content_type=exposition.CONTENT_TYPE)
-        except ApiError as exc:
-            result = _error_reply(exc)
+        except (ApiError, DomainError) as exc:
+            result = _error_reply(as_api_error(exc))
         except Exception as exc:
             result = _unexpected(exc, scope)
         await _send(send, result, {}, head=scope["method"] == "HEAD")
@@ -223,8 +230,8 @@ class FastPath:
                     parsed = {}
                 call.body = _validate(endpoint.body_model, parsed)
             result = await endpoint.handler(call)
-        except ApiError as exc:
-            result = _error_reply(exc)
+        except (ApiError, DomainError) as exc:
+            result = _error_reply(as_api_error(exc))
         except Exception as exc:
             result = _unexpected(exc, scope)
         await _send(send, result, limit_headers, head=scope["method"] == "HEAD")

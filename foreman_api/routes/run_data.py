@@ -6,8 +6,8 @@ and :mod:`foreman_api.storage.run_data` holds the SQL. Served by :mod:`foreman_a
 
 from __future__ import annotations
 
-from foreman_api.domain.run_data_query import InvalidFilter, build_query
-from foreman_api.errors import BadRequest, NotFound
+from foreman_api.domain.errors import Invalid, invalid_field
+from foreman_api.domain.run_data_query import build_query
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
 from foreman_api.http.wire import RowEncoder
@@ -24,14 +24,9 @@ from foreman_api.schemas import (
     RunDataTagsUpdate,
 )
 from foreman_api.storage import run_data as storage
-from foreman_api.storage.runs import run_not_found
 
 endpoints = Endpoints(tags=["run data"])
 ENTRY = RowEncoder(RunData)
-
-
-def _bad_field(field: str, message: str) -> BadRequest:
-    return BadRequest(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
 @endpoints.post(
@@ -46,21 +41,16 @@ async def create_run_data(call: Call) -> Reply:
     """Store an entry; it becomes the latest of its key. Several entries may share a key."""
     run_id = call.path.run_id
     body: RunDataCreate = call.body
-    try:
-        row = await storage.create_entry(
-            call.db,
-            org_id=call.org_id,
-            run_id=run_id,
-            key=body.key,
-            value=body.value,
-            task_id=body.task_id,
-            tags=body.tags,
-            metadata=body.metadata,
-        )
-    except storage.RunNotFound:
-        raise run_not_found(run_id) from None
-    except storage.TaskNotInRun:
-        raise _bad_field("taskId", f"task {body.task_id} is not a task of run {run_id}") from None
+    row = await storage.create_entry(
+        call.db,
+        org_id=call.org_id,
+        run_id=run_id,
+        key=body.key,
+        value=body.value,
+        task_id=body.task_id,
+        tags=body.tags,
+        metadata=body.metadata,
+    )
     return Reply(ENTRY.encode(row), 201)
 
 
@@ -78,27 +68,21 @@ async def list_run_data(call: Call) -> Reply:
     """
     run_id = call.path.run_id
     params: RunDataListQuery = call.query
-    try:
-        query = build_query(
-            key=params.key,
-            keys=params.keys,
-            key_starts_with=params.key_starts_with,
-            key_pattern=params.key_pattern,
-            tags=params.tags,
-            tag_starts_with=params.tag_starts_with,
-            tag_mode=params.tag_mode,
-            include_all=params.include_all,
-            limit=params.limit,
-            offset=params.offset,
-            sort_by=params.sort_by,
-            sort_order=params.sort_order,
-        )
-    except InvalidFilter as exc:
-        raise _bad_field(exc.field, exc.message) from None
-    try:
-        page = await storage.list_entries(call.db, org_id=call.org_id, run_id=run_id, query=query)
-    except storage.RunNotFound:
-        raise run_not_found(run_id) from None
+    query = build_query(
+        key=params.key,
+        keys=params.keys,
+        key_starts_with=params.key_starts_with,
+        key_pattern=params.key_pattern,
+        tags=params.tags,
+        tag_starts_with=params.tag_starts_with,
+        tag_mode=params.tag_mode,
+        include_all=params.include_all,
+        limit=params.limit,
+        offset=params.offset,
+        sort_by=params.sort_by,
+        sort_order=params.sort_order,
+    )
+    page = await storage.list_entries(call.db, org_id=call.org_id, run_id=run_id, query=query)
     paging = {"total": page.total, "limit": params.limit, "offset": params.offset}
     if page.json is not None:
         return Reply(ENTRY.encode_built_page(page.json, **paging))
@@ -118,20 +102,15 @@ async def update_run_data_tags(call: Call) -> Reply:
     body: RunDataTagsUpdate = call.body
     both = sorted(set(body.add) & set(body.remove))
     if both:
-        raise _bad_field("add", f"tags both added and removed: {', '.join(both)}")
-    try:
-        row = await storage.update_tags(
-            call.db,
-            org_id=call.org_id,
-            run_id=path.run_id,
-            entry_id=path.entry_id,
-            add=body.add,
-            remove=body.remove,
-        )
-    except storage.RunNotFound:
-        raise run_not_found(path.run_id) from None
-    except storage.EntryNotFound:
-        raise NotFound(f"run data entry {path.entry_id} not found in run {path.run_id}") from None
+        raise invalid_field("add", f"tags both added and removed: {', '.join(both)}")
+    row = await storage.update_tags(
+        call.db,
+        org_id=call.org_id,
+        run_id=path.run_id,
+        entry_id=path.entry_id,
+        add=body.add,
+        remove=body.remove,
+    )
     return Reply(ENTRY.encode(row))
 
 
@@ -148,21 +127,16 @@ async def delete_run_data(call: Call) -> Reply:
     params: RunDataDeleteQuery = call.query
     key, entry_id = params.key, params.entry_id
     if key is not None and (not key or "\x00" in key):
-        raise _bad_field("key", "must be a non-empty key without NUL characters")
-    try:
-        if key is not None and entry_id is None:
-            deleted = await storage.delete_by_key(
-                call.db, org_id=call.org_id, run_id=run_id, key=key
-            )
-        elif entry_id is not None and key is None:
-            deleted = await storage.delete_by_id(
-                call.db, org_id=call.org_id, run_id=run_id, entry_id=entry_id
-            )
-        else:
-            raise BadRequest(
-                "give exactly one of the query parameters 'key' and 'id'",
-                details=[{"field": "key", "message": "exactly one of 'key' and 'id' is required"}],
-            )
-    except storage.RunNotFound:
-        raise run_not_found(run_id) from None
+        raise invalid_field("key", "must be a non-empty key without NUL characters")
+    if key is not None and entry_id is None:
+        deleted = await storage.delete_by_key(call.db, org_id=call.org_id, run_id=run_id, key=key)
+    elif entry_id is not None and key is None:
+        deleted = await storage.delete_by_id(
+            call.db, org_id=call.org_id, run_id=run_id, entry_id=entry_id
+        )
+    else:
+        raise Invalid(
+            "give exactly one of the query parameters 'key' and 'id'",
+            details=[{"field": "key", "message": "exactly one of 'key' and 'id' is required"}],
+        )
     return reply(Deleted(deleted=deleted))

@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from foreman_api.clock import utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.errors import Conflict
 from foreman_api.domain.states import INVALID_TRANSITION
-from foreman_api.errors import Conflict
 from foreman_api.metrics import instruments
 from foreman_api.schemas import TERMINAL_RUN_STATUSES, TaskStatus
 from foreman_api.storage.runs import reopened

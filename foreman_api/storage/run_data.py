@@ -37,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from foreman_api.clock import utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.errors import NotFound, invalid_field
 from foreman_api.domain.run_data_query import (
     LIKE_ESCAPE,
     LikePattern,
@@ -50,6 +51,7 @@ from foreman_api.storage.run_data_json import (
     sqlite_entries,
     sqlite_page,
 )
+from foreman_api.storage.runs import run_not_found
 from foreman_api.storage.tables import run_data, run_data_latest, run_data_tags, runs, tasks
 
 RD = run_data
@@ -58,22 +60,6 @@ LATEST = run_data_latest
 _COLUMNS = [c for c in RD.c if c.name != "seq"]
 _RETURNED = [RD.c.seq, *_COLUMNS]
 _BOUND = [c.name for c in _COLUMNS]
-
-
-class RunDataError(Exception):
-    """Base of the run data storage errors."""
-
-
-class RunNotFound(RunDataError):
-    """No such run in the caller's organisation."""
-
-
-class EntryNotFound(RunDataError):
-    """No such entry in this run."""
-
-
-class TaskNotInRun(RunDataError):
-    """The ``taskId`` is not a task of this run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +107,16 @@ def _checks(*, task: bool) -> sa.Select[Any]:
 async def _check(
     session: Session, *, org_id: str, run_id: uuid.UUID, task_id: uuid.UUID | None = None
 ) -> None:
-    """Raise RunNotFound (TaskNotInRun) unless the run is ``org_id``'s (and has the task)."""
+    """``404`` unless the run is ``org_id``'s; ``400`` (field ``taskId``) unless it has the
+    task, when one is given."""
     params: dict[str, Any] = {"p_run_id": run_id}
     if task_id is not None:
         params["p_task_id"] = task_id
     found = await session.one(_checks(task=task_id is not None), params)
     if found is None or found["org_id"] != org_id:
-        raise RunNotFound(run_id)
+        raise run_not_found(run_id)
     if task_id is not None and not found["task_found"]:
-        raise TaskNotInRun(task_id)
+        raise invalid_field("taskId", f"task {task_id} is not a task of run {run_id}")
 
 
 # ---- writes -----------------------------------------------------------------------------
@@ -302,7 +289,7 @@ async def update_tags(
         await _check(tx, org_id=org_id, run_id=run_id)
         current = await tx.one(_ENTRY_FOR_UPDATE, {"p_entry_id": entry_id, "p_run_id": run_id})
         if current is None:
-            raise EntryNotFound(entry_id)
+            raise NotFound(f"run data entry {entry_id} not found in run {run_id}")
         seq = current["seq"]
         old = list(current["tags"])
         dropped = set(remove)
@@ -596,5 +583,5 @@ async def list_entries(
     # One statement again: the owner and the count come from one snapshot.
     found = await db.one(statements.owner_and_count, params)
     if found is None or found["org_id"] != org_id:
-        raise RunNotFound(run_id)
+        raise run_not_found(run_id)
     return RecordPage(rows=[], total=int(found["total"]))

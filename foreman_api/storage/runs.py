@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from foreman_api.clock import duration_ms, utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.errors import NotFound
 from foreman_api.domain.paging import SortOrder, TimeSortBy
 from foreman_api.domain.run_search import RunSearch
 from foreman_api.domain.states import (
@@ -27,7 +28,6 @@ from foreman_api.domain.states import (
     check_run_transition,
     is_terminal_run,
 )
-from foreman_api.errors import NotFound
 from foreman_api.metrics import instruments
 from foreman_api.schemas import RunStatus, TaskStatus
 from foreman_api.storage.attempts import close_run_attempts

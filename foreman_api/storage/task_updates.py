@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from foreman_api.clock import as_utc, utcnow
 from foreman_api.db import Database, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.errors import Invalid
 from foreman_api.domain.states import (
     invalid_transition,
     is_terminal_task,
@@ -40,7 +41,6 @@ from foreman_api.domain.states import (
     task_sources,
     task_touches_run,
 )
-from foreman_api.errors import BadRequest
 from foreman_api.metrics import instruments
 from foreman_api.schemas import RunStatus, TaskStatus, format_timestamp
 from foreman_api.storage import attempts
@@ -231,12 +231,12 @@ def _check_options(
 ) -> None:
     for field, value in (("leaseSeconds", lease_seconds), ("workerId", worker_id)):
         if value is not None and status is not TaskStatus.RUNNING:
-            raise BadRequest(
+            raise Invalid(
                 f"{field} applies only to a claim (status 'running')",
                 details=[{"field": field, "message": "only with status 'running'"}],
             )
     if retry_delay is not None and status is not TaskStatus.RETRYING:
-        raise BadRequest(
+        raise Invalid(
             "retryDelay applies only to a move to 'retrying'",
             details=[{"field": "retryDelay", "message": "only with status 'retrying'"}],
         )

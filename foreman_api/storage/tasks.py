@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from foreman_api.clock import as_utc, utcnow
 from foreman_api.db import Database, IntegrityViolation, Session
 from foreman_api.db.base import Row
+from foreman_api.domain.errors import Conflict, Invalid, NotFound
 from foreman_api.domain.paging import SortOrder, TimeSortBy
-from foreman_api.errors import BadRequest, Conflict, NotFound
 from foreman_api.metrics import instruments
 from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
@@ -123,7 +123,7 @@ async def create_task(
             if parent_task_id is not None and not await task_belongs_to_run(
                 tx, org_id=org_id, run_id=run_id, task_id=parent_task_id
             ):
-                raise BadRequest(
+                raise Invalid(
                     f"parentTaskId {parent_task_id} is not a task of run {run_id}",
                     details=[{"field": "parentTaskId", "message": "not a task of this run"}],
                 )

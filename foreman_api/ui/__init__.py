@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from foreman_api.db import Database
-from foreman_api.errors import NotFound
+from foreman_api.domain.errors import NotFound
 from foreman_api.ui import docs, operations, runs, session, tasks
 from foreman_api.ui.render import PageRoute
 

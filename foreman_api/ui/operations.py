@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from foreman_api.errors import BadRequest
+from foreman_api.domain.errors import Invalid
 from foreman_api.schemas import Permission, QueueDepth, Task, TaskStatus, Worker
 from foreman_api.storage import failures, retries, workers
 from foreman_api.ui import flash
@@ -60,7 +60,7 @@ async def retry_failures(request: Request, viewer: SignedIn) -> Response:
     else:
         selected = tuple(parse_id(ident) for ident in form.get("task_id", []))
         if not selected:
-            raise BadRequest("select at least one task to retry")
+            raise Invalid("select at least one task to retry")
         matching = retries.TaskFilter(status=TaskStatus.FAILED, task_ids=selected)
     moved = await retries.retry_all(viewer.db, org_id=viewer.org_id, matching=matching)
     kept = urlencode({name: value for name, value in (("type", type), ("error", error)) if value})

@@ -15,7 +15,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from foreman_api.errors import ApiError
+from foreman_api.domain.errors import DomainError
+from foreman_api.errors import ApiError, as_api_error
 from foreman_api.outages import database_outage
 from foreman_api.ui import flash, format
 
@@ -147,7 +148,8 @@ class PageRoute(APIRoute):
             return await _outages_as_errors(handler, request)
         except SignInRequired:
             return sign_in_redirect(request)
-        except ApiError as exc:
+        except (ApiError, DomainError) as refused:
+            exc = as_api_error(refused)
             title = "Not found" if exc.status_code == 404 else _TITLES.get(exc.status_code)
             message = (
                 "There is nothing here for your organisation."

@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from foreman_api.clock import utcnow
+from foreman_api.domain.errors import Invalid
 from foreman_api.domain.paging import MAX_OFFSET
-from foreman_api.domain.run_data_query import InvalidFilter, build_query
+from foreman_api.domain.run_data_query import build_query
 from foreman_api.domain.run_search import parse_search
-from foreman_api.errors import BadRequest
 from foreman_api.schemas import Permission, Run, RunData, RunStatus, Task
 from foreman_api.storage import retries, run_data
 from foreman_api.storage import runs as run_storage
@@ -54,13 +54,13 @@ async def runs_page(
     """Newest runs first, 50 a page, filtered by status, age and a search."""
     viewer.principal.require(Permission.RUNS_READ)
     if status and status not in RunStatus.__members__.values():
-        raise BadRequest(f"unknown status {status!r}")
+        raise Invalid(f"unknown status {status!r}")
     if window and window not in WINDOWS:
-        raise BadRequest(f"unknown time window {window!r}")
+        raise Invalid(f"unknown time window {window!r}")
     try:
         search = parse_search(q)
     except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+        raise Invalid(str(exc)) from None
     page = min(max(page, 1), MAX_OFFSET // PAGE_SIZE)  # the database's largest offset
     rows, total = await run_storage.list_runs(
         viewer.db,
@@ -93,16 +93,13 @@ async def _run_data(viewer: Viewer, run: Run, prefix: str, tag: str) -> list[Run
     """The run's latest entry per key (by key), filtered; None without the permission."""
     if not viewer.can(Permission.RUNDATA_READ):
         return None
-    try:
-        query = build_query(
-            key_starts_with=[prefix] if prefix else None,
-            tags=[tag] if tag else None,
-            limit=DATA_SHOWN,
-            sort_by="key",
-            sort_order="asc",
-        )
-    except InvalidFilter as exc:
-        raise BadRequest(f"{exc.field}: {exc.message}") from None
+    query = build_query(  # an InvalidFilter is shown as the 400 page
+        key_starts_with=[prefix] if prefix else None,
+        tags=[tag] if tag else None,
+        limit=DATA_SHOWN,
+        sort_by="key",
+        sort_order="asc",
+    )
     found = await run_data.list_entries(viewer.db, org_id=viewer.org_id, run_id=run.id, query=query)
     if found.json is not None:
         return [wire(RunData, entry) for entry in orjson.loads(found.json)]

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from foreman_api.errors import BadRequest, invalid_request
+from foreman_api.domain.errors import Invalid
+from foreman_api.errors import invalid_request
 from foreman_api.schemas import Attempt, Permission, Task, TaskRetry
 from foreman_api.storage import attempts, retries
 from foreman_api.storage import tasks as task_storage
@@ -78,7 +79,7 @@ async def retry_task(request: Request, viewer: SignedIn, task_id: str) -> Respon
         except ValidationError as exc:  # a ValueError too: first
             raise invalid_request(exc.errors(include_url=False)) from None
         except ValueError as exc:  # JSONDecodeError
-            raise BadRequest(f"the input is not valid JSON: {exc}") from None
+            raise Invalid(f"the input is not valid JSON: {exc}") from None
     await retries.retry_task(viewer.db, org_id=viewer.org_id, task_id=ident, input_data=input_data)
     verb = "replayed with the new input" if input_data is not retries.UNSET else "queued again"
     return flash.done(request, f"/ui/tasks/{ident}", f"Task {verb}.")

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel
 
 from foreman_api.clock import as_utc, utcnow
-from foreman_api.errors import NotFound
+from foreman_api.domain.errors import NotFound
 from foreman_api.schemas import TERMINAL_RUN_STATUSES, TERMINAL_TASK_STATUSES, Run, Task
 
 MAX_DEPTH_CLASS = 12
