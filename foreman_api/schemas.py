@@ -636,7 +636,7 @@ class RunDataListQuery(BaseModel):
     tag_starts_with: list[str] | None = Field(
         default=None, alias="tagStartsWith", description=LIST_HELP
     )
-    tag_mode: TagMode = Field(default=TagMode.ANY, alias="tagMode")
+    tag_mode: TagMode = Field(default="any", alias="tagMode")
     include_all: bool = Field(default=False, alias="includeAll")
     limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description="Page size, 1 to 1000.")
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Rows to skip, ≥ 0.")

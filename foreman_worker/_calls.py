@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from foreman_api.domain.paging import DataSortBy, SortOrder, TimeSortBy
+from foreman_api.domain.run_data_query import TagMode
 from foreman_api.schemas import (
     AttemptList,
     Deleted,
@@ -63,7 +64,6 @@ Id = str | uuid.UUID
 """An id as a UUID string or a :class:`uuid.UUID`."""
 Names = str | Iterable[str]
 """One name (a key, a tag) or several."""
-TagMode = Literal["any", "all"]
 
 
 class Unset(Enum):

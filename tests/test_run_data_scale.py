@@ -19,7 +19,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from foreman_api.domain.run_data_query import RunDataQuery, TagMode, build_query
+from foreman_api.domain.run_data_query import RunDataQuery, build_query
 from foreman_api.storage.run_data import query_statements
 from foreman_api.storage.tables import run_data, run_data_latest, run_data_tags, runs
 
@@ -154,7 +154,7 @@ QUERIES: dict[str, RunDataQuery] = {
     "key filters OR-ed": build_query(key="key-00007", key_starts_with=["key-0199"]),
     "latest by tag": build_query(tags=["tag-0042"]),
     "all by tag": build_query(tags=["tag-0042"], include_all=True),
-    "tags all": build_query(tags=["tag-0042", "group-2"], tag_mode=TagMode.ALL),
+    "tags all": build_query(tags=["tag-0042", "group-2"], tag_mode="all"),
     "tag prefix": build_query(tag_starts_with=["tag-004"]),  # 10 tags, 40 entries
     "prefix and tag": build_query(key_starts_with=["key-00"], tags=["tag-0042"]),
 }

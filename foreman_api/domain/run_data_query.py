@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Literal
 
 from foreman_api.domain.errors import Invalid
 from foreman_api.domain.paging import MAX_LIMIT, MAX_OFFSET, DataSortBy, SortOrder
@@ -35,9 +35,8 @@ MAX_FILTER_LENGTH = 255
 LIKE_ESCAPE = "\\"
 
 
-class TagMode(StrEnum):
-    ANY = "any"
-    ALL = "all"
+TagMode = Literal["any", "all"]
+"""Whether an entry needs any of the tags asked for, or all of them."""
 
 
 class InvalidFilter(Invalid):
@@ -73,7 +72,7 @@ class RunDataQuery:
     """A key filter matched every key (e.g. ``keyPattern=*``): the key condition is true."""
     tags: tuple[str, ...] = ()
     tag_prefixes: tuple[TextRange, ...] = ()
-    tag_mode: TagMode = TagMode.ANY
+    tag_mode: TagMode = "any"
     include_all: bool = False
     limit: int = 100
     offset: int = 0
@@ -155,7 +154,7 @@ def build_query(
     key_pattern: Iterable[str] | None = None,
     tags: Iterable[str] | None = None,
     tag_starts_with: Iterable[str] | None = None,
-    tag_mode: TagMode = TagMode.ANY,
+    tag_mode: TagMode = "any",
     include_all: bool = False,
     limit: int = 100,
     offset: int = 0,

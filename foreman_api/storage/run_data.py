@@ -42,7 +42,6 @@ from foreman_api.domain.run_data_query import (
     LIKE_ESCAPE,
     LikePattern,
     RunDataQuery,
-    TagMode,
     TextRange,
 )
 from foreman_api.storage.run_data_json import (
@@ -434,7 +433,7 @@ def _tagged(*conditions: ColumnElement[bool]) -> sa.Select[Any]:
 
 def _tag_conditions(shape: RunDataQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    every = shape.tag_mode == TagMode.ALL
+    every = shape.tag_mode == "all"
     if shape.tags:
         tagged = _tagged(TAGS.c.tag.in_([_param(name, TAGS.c.tag) for name in shape.tags]))
         if every and len(shape.tags) > 1:
