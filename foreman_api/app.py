@@ -19,7 +19,7 @@ from foreman_api import __version__
 from foreman_api.auth import Authenticator
 from foreman_api.deps import Services
 from foreman_api.domain.errors import DomainError
-from foreman_api.errors import ApiError, as_api_error, error_body, invalid_request
+from foreman_api.errors import as_api_error, error_body, invalid_request
 from foreman_api.heap import frozen_after_startup
 from foreman_api.http.dispatch import FastPath
 from foreman_api.http.endpoints import Endpoint
@@ -92,10 +92,9 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    @app.exception_handler(DomainError)
+    @app.exception_handler(DomainError)  # an ApiError too
     async def api_error(_request: Request, refused: Exception) -> Response:
-        exc = as_api_error(cast(ApiError | DomainError, refused))
+        exc = as_api_error(cast(DomainError, refused))
         return _error_response(exc.status_code, exc.message, exc.code, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -22,7 +22,9 @@ from typing import Any, Final
 from foreman_api.domain.errors import Conflict, DomainError, Invalid, NotFound
 
 
-class ApiError(Exception):
+class ApiError(DomainError):
+    """A refusal only HTTP knows, with its status and response headers."""
+
     status_code = 500
     code = "internal_error"
 
@@ -34,11 +36,7 @@ class ApiError(Exception):
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.details = details or []
+        super().__init__(message, code=code, details=details)
         self.headers = headers or {}
 
 
@@ -88,7 +86,7 @@ def error_body(message: str, code: str, details: list[dict[str, Any]] | None = N
 _STATUS: Final[Mapping[type[DomainError], int]] = {Invalid: 400, NotFound: 404, Conflict: 409}
 
 
-def as_api_error(exc: DomainError | ApiError) -> ApiError:
+def as_api_error(exc: DomainError) -> ApiError:
     """The HTTP error of a refusal: a domain error gets the status of its kind here (the
     one place that knows it); an :class:`ApiError` is one already."""
     if isinstance(exc, ApiError):

@@ -20,11 +20,12 @@ import logging
 import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import JsonValue
 from redis import Redis
 
+from foreman_api.domain.run_data_query import TagMode
 from foreman_api.schemas import Page, RunData, Task
 from foreman_worker._async_client import AsyncForemanClient
 from foreman_worker.enqueue import submit
@@ -186,7 +187,7 @@ class TaskContext:
         *,
         key_starts_with: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
-        tag_mode: Literal["any", "all"] = "any",
+        tag_mode: TagMode = "any",
         include_all: bool = False,
         **filters: Any,
     ) -> list[RunData]:
@@ -198,7 +199,7 @@ class TaskContext:
         *,
         key_starts_with: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
-        tag_mode: Literal["any", "all"] = "any",
+        tag_mode: TagMode = "any",
         include_all: bool = False,
         **filters: Any,
     ) -> list[RunData]:
@@ -265,7 +266,7 @@ class TaskContext:
         self,
         key_starts_with: Sequence[str] | None,
         tags: Sequence[str] | None,
-        tag_mode: Literal["any", "all"],
+        tag_mode: TagMode,
         include_all: bool,
         filters: dict[str, Any],
     ) -> _Request[Page[RunData], list[RunData]]:

@@ -145,7 +145,7 @@ class FastPath:
             exposition.check_token(self.services.settings.metrics_token, _headers(scope))
             body = await exposition.render(await self.database())
             result = Reply(body, content_type=exposition.CONTENT_TYPE)
-        except (ApiError, DomainError) as exc:
+        except DomainError as exc:  # an ApiError too
             result = _error_reply(as_api_error(exc))
         except Exception as exc:
             result = _unexpected(exc, scope)
@@ -230,7 +230,7 @@ class FastPath:
                     parsed = {}
                 call.body = _validate(endpoint.body_model, parsed)
             result = await endpoint.handler(call)
-        except (ApiError, DomainError) as exc:
+        except DomainError as exc:  # an ApiError too
             result = _error_reply(as_api_error(exc))
         except Exception as exc:
             result = _unexpected(exc, scope)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from foreman_api.domain.errors import DomainError
-from foreman_api.errors import ApiError, as_api_error
+from foreman_api.errors import as_api_error
 from foreman_api.outages import database_outage
 from foreman_api.ui import flash, format
 
@@ -148,7 +148,7 @@ class PageRoute(APIRoute):
             return await _outages_as_errors(handler, request)
         except SignInRequired:
             return sign_in_redirect(request)
-        except (ApiError, DomainError) as refused:
+        except DomainError as refused:  # an ApiError too
             exc = as_api_error(refused)
             title = "Not found" if exc.status_code == 404 else _TITLES.get(exc.status_code)
             message = (
