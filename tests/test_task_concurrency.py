@@ -180,3 +180,43 @@ def test_cancel_racing_with_workers_leaves_no_unfinished_task(
     run_after = assert_counters_match_tasks(api, auth, run["id"])
     assert run_after["status"] == "cancelled"
     assert run_after["totalTasks"] == 60 + results[0].count(201)
+
+
+def test_a_runs_first_claim_racing_its_cancel_settles_cleanly(
+    api: Api, auth: dict[str, str]
+) -> None:
+    """The first claim of a pending run starts the run (on PostgreSQL in one statement that
+    locks the task, then the run: the reverse of a cancel's order). Raced against the
+    cancel, either may go first; a deadlock between them is broken by refusing one with a
+    503 that writes nothing, and the caller's retry then settles it."""
+
+    def until_settled(call: Callable[[], Any]) -> int:
+        for _ in range(20):
+            status = int(call().status_code)
+            if status != 503:
+                return status
+        raise AssertionError("still 503 after 20 tries")
+
+    for _ in range(15):
+        run = create_run(api, auth)
+        task = create_task(api, auth, run["id"], status="queued")
+
+        def work(thread: int, run_id: str = run["id"], task_id: str = task["id"]) -> int:
+            if thread == 0:
+                claim = {"status": "running", "queueJobId": "job-1"}
+                return until_settled(
+                    lambda: api.client.patch(f"{TASKS}/{task_id}", headers=auth, json=claim)
+                )
+            cancel = {"status": "cancelled"}
+            return until_settled(
+                lambda: api.client.patch(f"{RUNS}/{run_id}", headers=auth, json=cancel)
+            )
+
+        claim_status, cancel_status = run_in_threads(2, work)
+        assert cancel_status == 200
+        assert claim_status in (200, 409)
+        after = assert_counters_match_tasks(api, auth, run["id"])
+        assert after["status"] == "cancelled"
+        assert task_statuses(api, run["id"]) == Counter({"cancelled": 1})
+        if claim_status == 200:  # claimed first: the run had started
+            assert after["startedAt"] is not None
