@@ -234,6 +234,20 @@ def test_create_with_an_idempotency_key_makes_one_task(api: Api, auth: dict[str,
     assert theirs["id"] != first.json()["id"]
 
 
+def test_a_repeated_create_is_answered_after_its_run_has_finished(
+    api: Api, auth: dict[str, str]
+) -> None:
+    run = create_run(api, auth)
+    body = {"runId": run["id"], "type": "t", "idempotencyKey": "late-repeat"}
+    first = api.client.post(TASKS, headers=auth, json=body)
+    assert patch_run(api, auth, run["id"], status="cancelled").status_code == 200
+    again = api.client.post(TASKS, headers=auth, json=body)  # its first response was lost
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    fresh = api.client.post(TASKS, headers=auth, json={**body, "idempotencyKey": "new"})
+    assert fresh.status_code == 409 and fresh.json()["code"] == "run_finished"
+    assert get_run(api, auth, run["id"])["totalTasks"] == 1
+
+
 def test_concurrent_creates_with_one_idempotency_key_make_one_task(
     api: Api, auth: dict[str, str]
 ) -> None:

@@ -119,14 +119,36 @@ async def create_task(
     """
     try:
         now = utcnow()
+        if db.dialect == "postgresql":
+            params = {
+                "p_id": uuid.uuid4(),
+                "p_run_id": run_id,
+                "p_parent_id": parent_task_id,
+                "p_org_id": org_id,
+                "p_type": type,
+                "p_status": status.value,
+                "p_input": input_data,
+                "p_metadata": metadata,
+                "p_max_retries": max_retries,
+                "p_queue": queue,
+                "p_key": idempotency_key,
+                "p_now": now,
+                "p_queued_at": now if status is TaskStatus.QUEUED else None,
+            }
+            row = await db.one(_create_statement(parent_task_id is not None), params)
+            if row is None:  # nothing written: say why
+                return await _not_created(
+                    db, org_id, run_id, type, parent_task_id, idempotency_key
+                )
+            seen = row.pop("options_last_seen")
+            instruments.task_created(row)
+            served = seen is not None and as_utc(seen) >= live_since(now)
+            return CreatedTask(row=row, replayed=False, served=served)
         async with db.transaction(write=True) as tx:
             if parent_task_id is not None and not await task_belongs_to_run(
                 tx, org_id=org_id, run_id=run_id, task_id=parent_task_id
             ):
-                raise Invalid(
-                    f"parentTaskId {parent_task_id} is not a task of run {run_id}",
-                    details=[{"field": "parentTaskId", "message": "not a task of this run"}],
-                )
+                raise _not_of_run(parent_task_id, run_id)
             options = await tx.one(TYPE_OPTIONS, {"p_org_id": org_id, "p_type": type})
             values = {
                 "id": uuid.uuid4(),
@@ -159,13 +181,7 @@ async def create_task(
                 _COUNT_NEW_TASK, {"p_run_id": run_id, "p_org_id": org_id, "p_now": now}
             )
             if counted != 1:
-                run = await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id})
-                if run is None:
-                    raise run_not_found(run_id)
-                raise Conflict(
-                    f"cannot create a task in run {run_id}: the run is {run['status']}",
-                    code="run_finished",
-                )
+                raise await _run_refused(tx, org_id, run_id)
         if row is None:
             raise RuntimeError("INSERT … RETURNING returned no row")
         instruments.task_created(row)
@@ -181,6 +197,103 @@ async def create_task(
         if await db.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}) is None:
             raise run_not_found(run_id) from None  # the task's foreign key: no such run
         raise
+
+
+@lru_cache(maxsize=2)
+def _create_statement(with_parent: bool) -> sa.Select[Any]:
+    """PostgreSQL: a task's creation as one statement that commits by itself: count it in
+    its run (locking the run row, which orders creates in one run, and refusing a run
+    that is not the caller's, has finished, or lacks the parent), then insert it with
+    the options a worker registered for its type. Nothing is written unless both happen;
+    a repeated idempotency key aborts the whole statement on the unique index."""
+    options = TYPE_OPTIONS.cte("options")
+    count = _COUNT_NEW_TASK
+    if with_parent:
+        count = count.where(
+            sa.exists().where(
+                tasks.c.id == sa.bindparam("p_parent_id"),
+                tasks.c.run_id == sa.bindparam("p_run_id"),
+                tasks.c.org_id == sa.bindparam("p_org_id"),
+            )
+        )
+    counted = count.returning(runs.c.id).cte("counted")
+    given_retries = sa.bindparam("p_max_retries", type_=tasks.c.max_retries.type)
+    given_queue = sa.bindparam("p_queue", type_=tasks.c.queue.type)
+    registered_retries = sa.select(options.c.max_retries).scalar_subquery()
+    registered = sa.exists(sa.select(options.c.type))
+    now = sa.bindparam("p_now", type_=tasks.c.created_at.type)
+    columns = {
+        "id": sa.bindparam("p_id", type_=tasks.c.id.type),
+        "run_id": counted.c.id,
+        "parent_task_id": sa.bindparam("p_parent_id", type_=tasks.c.parent_task_id.type),
+        "org_id": sa.bindparam("p_org_id", type_=tasks.c.org_id.type),
+        "type": sa.bindparam("p_type", type_=tasks.c.type.type),
+        "status": sa.bindparam("p_status", type_=tasks.c.status.type),
+        "input_data": sa.bindparam("p_input", type_=tasks.c.input_data.type),
+        "metadata": sa.bindparam("p_metadata", type_=tasks.c.metadata.type),
+        "retry_count": sa.literal(0),
+        "max_retries": sa.func.coalesce(
+            given_retries, registered_retries, sa.literal(DEFAULT_MAX_RETRIES)
+        ),
+        "max_retries_defaulted": sa.and_(given_retries.is_(None), registered_retries.is_(None)),
+        "queue": sa.func.coalesce(
+            given_queue,
+            sa.select(options.c.queue).scalar_subquery(),
+            sa.literal(DEFAULT_QUEUE),
+        ),
+        "queue_defaulted": sa.and_(given_queue.is_(None), sa.not_(registered)),
+        "idempotency_key": sa.bindparam("p_key", type_=tasks.c.idempotency_key.type),
+        "created_at": now,
+        "updated_at": now,
+        "queued_at": sa.bindparam("p_queued_at", type_=tasks.c.queued_at.type),
+    }
+    inserted = (
+        tasks.insert()
+        .from_select(list(columns), sa.select(*columns.values()).select_from(counted))
+        .returning(tasks)
+        .cte("inserted")
+    )
+    last_seen = sa.select(options.c.last_seen_at).scalar_subquery().label("options_last_seen")
+    return sa.select(inserted, last_seen).add_cte(options).add_cte(counted)
+
+
+async def _not_created(
+    db: Database,
+    org_id: str,
+    run_id: uuid.UUID,
+    type: str,
+    parent_task_id: uuid.UUID | None,
+    idempotency_key: str | None,
+) -> CreatedTask:
+    """Why a create wrote nothing: the earlier task of a repeated key (answered as it is,
+    even if the run has finished since), a parent of another run, or the run's ``404`` or
+    ``409``."""
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(db, org_id=org_id, key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, run_id=run_id, type=type)
+    if parent_task_id is not None and not await task_belongs_to_run(
+        db, org_id=org_id, run_id=run_id, task_id=parent_task_id
+    ):
+        raise _not_of_run(parent_task_id, run_id)
+    raise await _run_refused(db, org_id, run_id)
+
+
+def _not_of_run(parent_task_id: uuid.UUID, run_id: uuid.UUID) -> Invalid:
+    return Invalid(
+        f"parentTaskId {parent_task_id} is not a task of run {run_id}",
+        details=[{"field": "parentTaskId", "message": "not a task of this run"}],
+    )
+
+
+async def _run_refused(session: Session, org_id: str, run_id: uuid.UUID) -> NotFound | Conflict:
+    """The ``404`` of a run that is not the caller's, or the ``409`` of a finished one."""
+    run = await session.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id})
+    if run is None:
+        return run_not_found(run_id)
+    return Conflict(
+        f"cannot create a task in run {run_id}: the run is {run['status']}", code="run_finished"
+    )
 
 
 def _option(given: Any, options: Row | None, name: str, default: Any) -> Any:
