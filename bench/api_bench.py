@@ -479,6 +479,9 @@ class Settings:
     warmup: float
     metrics_cost: bool = False
     """Also run ours on PostgreSQL with metrics off, side by side."""
+    only: tuple[str, ...] = ()
+    """Run only these scenarios (all when empty): each on databases no other scenario has
+    loaded first."""
 
 
 class Bench:
@@ -890,6 +893,8 @@ def run_side_by_side(benches: list[Bench]) -> None:
     """Every scenario on every server; the order flips each scenario (ours first, then the
     reference first, ...) so that a change in the machine's load falls on both."""
     for index, (key, _, on_reference) in enumerate(SCENARIOS):
+        if benches and benches[0].s.only and key not in benches[0].s.only:
+            continue
         order = benches if index % 2 == 0 else benches[::-1]
         for bench in order:
             if bench.api.is_reference and not on_reference:
@@ -1240,6 +1245,14 @@ def main(argv: list[str] | None = None) -> int:
         "--no-reference", action="store_true", help="do not run the TypeScript reference"
     )
     parser.add_argument(
+        "--only",
+        action="append",
+        choices=PROFILE_SCENARIOS,
+        default=[],
+        help="run only this scenario (repeatable): measured without the others' writes "
+        "loading the databases first",
+    )
+    parser.add_argument(
         "--metrics-cost",
         action="store_true",
         help="also run ours on PostgreSQL with FOREMAN_METRICS_ENABLED=false, side by side",
@@ -1261,6 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
         duration=duration,
         warmup=0.5 if args.quick else min(1.0, duration / 5),
         metrics_cost=args.metrics_cost,
+        only=tuple(args.only),
     )
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
