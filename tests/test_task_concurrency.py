@@ -186,33 +186,22 @@ def test_a_runs_first_claim_racing_its_cancel_settles_cleanly(
     api: Api, auth: dict[str, str]
 ) -> None:
     """The first claim of a pending run starts the run (on PostgreSQL in one statement that
-    locks the task, then the run: the reverse of a cancel's order). Raced against the
-    cancel, either may go first; a deadlock between them is broken by refusing one with a
-    503 that writes nothing, and the caller's retry then settles it."""
-
-    def until_settled(call: Callable[[], Any]) -> int:
-        for _ in range(20):
-            status = int(call().status_code)
-            if status != 503:
-                return status
-        raise AssertionError("still 503 after 20 tries")
+    locks the task, then the run; a cancel locks the run's unfinished tasks, then the run).
+    Raced against the cancel, either may go first and neither is refused (no deadlock)."""
 
     for _ in range(15):
         run = create_run(api, auth)
         task = create_task(api, auth, run["id"], status="queued")
 
-        def work(thread: int, run_id: str = run["id"], task_id: str = task["id"]) -> int:
+        def work(thread: int, run_id: str = run["id"], task_id: str = task["id"]) -> Any:
             if thread == 0:
                 claim = {"status": "running", "queueJobId": "job-1"}
-                return until_settled(
-                    lambda: api.client.patch(f"{TASKS}/{task_id}", headers=auth, json=claim)
-                )
+                return api.client.patch(f"{TASKS}/{task_id}", headers=auth, json=claim)
             cancel = {"status": "cancelled"}
-            return until_settled(
-                lambda: api.client.patch(f"{RUNS}/{run_id}", headers=auth, json=cancel)
-            )
+            return api.client.patch(f"{RUNS}/{run_id}", headers=auth, json=cancel)
 
-        claim_status, cancel_status = run_in_threads(2, work)
+        claimed, cancelled = run_in_threads(2, work)
+        claim_status, cancel_status = claimed.status_code, cancelled.status_code
         assert cancel_status == 200
         assert claim_status in (200, 409)
         after = assert_counters_match_tasks(api, auth, run["id"])
@@ -220,3 +209,36 @@ def test_a_runs_first_claim_racing_its_cancel_settles_cleanly(
         assert task_statuses(api, run["id"]) == Counter({"cancelled": 1})
         if claim_status == 200:  # claimed first: the run had started
             assert after["startedAt"] is not None
+
+
+def test_completions_racing_a_cancel_never_deadlock(api: Api, auth: dict[str, str]) -> None:
+    """Tasks of one run complete (each move locks its task, then the run) while the run is
+    cancelled (its unfinished tasks, then the run): every request succeeds or is refused
+    cleanly, none with a 503, and the counters describe the tasks."""
+    for _ in range(3):
+        run = create_run(api, auth)
+        task_ids = [create_task(api, auth, run["id"], status="queued")["id"] for _ in range(24)]
+        for n, task_id in enumerate(task_ids):
+            claim = {"status": "running", "queueJobId": f"job-{n}"}
+            assert (
+                api.client.patch(f"{TASKS}/{task_id}", headers=auth, json=claim).status_code == 200
+            )
+
+        def work(thread: int, run_id: str = run["id"], ids: list[str] = task_ids) -> list[int]:
+            if thread == 0:
+                cancel = {"status": "cancelled"}
+                return [api.client.patch(f"{RUNS}/{run_id}", headers=auth, json=cancel).status_code]
+            codes = []
+            for n in range(thread - 1, len(ids), THREADS - 1):
+                done = {"status": "completed", "queueJobId": f"job-{n}"}
+                codes.append(
+                    api.client.patch(f"{TASKS}/{ids[n]}", headers=auth, json=done).status_code
+                )
+            return codes
+
+        results = run_in_threads(THREADS, work)
+        assert results[0] == [200]
+        assert {code for codes in results for code in codes} <= {200, 409}, results
+        after = assert_counters_match_tasks(api, auth, run["id"])
+        assert after["status"] == "cancelled"
+        assert set(task_statuses(api, run["id"])) <= {"completed", "cancelled"}

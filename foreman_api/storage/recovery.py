@@ -25,7 +25,7 @@ from foreman_api.db.base import Row
 from foreman_api.metrics import instruments
 from foreman_api.schemas import TaskStatus
 from foreman_api.storage.tables import tasks
-from foreman_api.storage.task_updates import move_task, touch_run
+from foreman_api.storage.task_updates import move_statement, move_task, touch_run
 
 EXPIRED_BATCH = 200
 """Leases expired in one call at most; the next call takes the rest."""
@@ -75,6 +75,14 @@ async def _recover(db: Database, *, org_id: str, task: Row, now: datetime) -> Ro
         "p_retry_at": now,
         "v_error_data": worker_lost_error(task["queue_job_id"], task["retry_count"] + 1),
     }
+    if db.dialect == "postgresql":  # one statement, the task's row before its run's
+        row = await db.one(
+            move_statement(target, ("error_data",), fenced=True, lease_expired=True), params
+        )
+        if row is None:  # renewed, finished or recovered by someone else meanwhile
+            return None
+        instruments.task_moved(row)
+        return row
     try:
         async with db.transaction(write=True) as tx:
             await touch_run(tx, org_id=org_id, task_id=task["id"], target=target, now=now)

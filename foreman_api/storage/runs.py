@@ -1,8 +1,11 @@
 """SQL for runs. Every statement filters on the caller's ``org_id``.
 
-Lock order: a transaction that touches both a run and its tasks locks the **run row first**
-(a run PATCH, a task create, a task claim or completion), so two such transactions never
-deadlock on PostgreSQL; on SQLite every writer holds the database write lock anyway.
+Lock order on PostgreSQL: a write that locks both a run's tasks and the run locks the
+**task rows first** — a task's move (one statement: the task, then its run), the recovery
+of a lost worker's task (likewise), and a run PATCH that finishes the run (its unfinished
+tasks, then the run) — so no two of them deadlock. A task create locks only the run (and
+its parent task by key-share, which no move conflicts with). On SQLite every writer holds
+the database write lock anyway.
 Everything here runs on the request path's :class:`~foreman_api.db.Database`.
 """
 
@@ -40,6 +43,17 @@ from foreman_api.storage.types import TIMESTAMP_TYPE
 _BY_ID = (runs.c.id == sa.bindparam("p_run_id"), runs.c.org_id == sa.bindparam("p_org_id"))
 GET_RUN = sa.select(runs).where(*_BY_ID)
 _LOCK_RUN = sa.select(runs).where(*_BY_ID).with_for_update(key_share=True)
+_LOCK_UNFINISHED_TASKS = (
+    sa.select(tasks.c.id)
+    .where(
+        tasks.c.run_id == sa.bindparam("p_run_id"),
+        tasks.c.org_id == sa.bindparam("p_org_id"),
+        tasks.c.status.in_(sorted(s.value for s in UNFINISHED_TASK_STATUSES)),
+    )
+    .order_by(tasks.c.id)
+    .with_for_update(key_share=True)
+)
+"""A run PATCH that finishes the run locks these first (see the lock order above)."""
 _INSERT_RUN = runs.insert().returning(runs)
 _UPDATE_RUN = runs.update().where(*_BY_ID).returning(runs)
 """Sets the columns the parameters name besides ``p_run_id`` and ``p_org_id``."""
@@ -243,6 +257,8 @@ async def update_run(
     now = utcnow()
     by_id = {"p_run_id": run_id, "p_org_id": org_id}
     async with db.transaction(write=True) as tx:
+        if status is not None and is_terminal_run(status):
+            await tx.all(_LOCK_UNFINISHED_TASKS, by_id)  # the tasks before the run
         current = await tx.one(_LOCK_RUN, by_id)
         if current is None:
             raise run_not_found(run_id)

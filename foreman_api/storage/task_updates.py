@@ -11,10 +11,12 @@ was lost.
 its claim (its lease expired while it was paused, the task was cancelled or re-run
 elsewhere) changes nothing and gets ``409 stale_claim``. A terminal task is never changed.
 
-Counters on the run move by atomic increments in the same transaction as the task change,
-and a change that touches the run updates the **run row first**, then the task: the lock
-order shared with :mod:`foreman_api.storage.runs`, so a run cancel and a task completion
-never deadlock. If the task's compare-and-set then fails, raising rolls the counter back.
+Counters on the run move by atomic increments with the task change. On PostgreSQL a move
+is one statement (:func:`move_statement`): the task's compare-and-set, then its run's
+counter only if the task moved, so the task row is locked before the run row — the lock
+order of :mod:`foreman_api.storage.runs`. On SQLite (one writer at a time) the run is
+updated first in a transaction (:func:`touch_run`), and a failed compare-and-set rolls the
+counter back.
 """
 
 from __future__ import annotations
@@ -83,7 +85,11 @@ def _run_started(run_of_task: Any) -> sa.Update:
 @lru_cache(maxsize=16)
 def _touch_run_statement(target: TaskStatus, dialect: str) -> sa.Update:
     """The run-side UPDATE of a task's move to ``target`` (see :func:`touch_run`)."""
-    run_of_task = sa.select(tasks.c.run_id).where(*_BY_ID).scalar_subquery()
+    return _run_update(target, dialect, sa.select(tasks.c.run_id).where(*_BY_ID).scalar_subquery())
+
+
+def _run_update(target: TaskStatus, dialect: str, run_of_task: Any) -> sa.Update:
+    """What a task's move to ``target`` does to the run whose id ``run_of_task`` gives."""
     counter = task_counter(target)
     if counter is None:
         return _run_started(run_of_task)
@@ -126,11 +132,12 @@ def _touch_run_statement(target: TaskStatus, dialect: str) -> sa.Update:
 async def touch_run(
     session: Session, *, org_id: str, task_id: uuid.UUID, target: TaskStatus, now: Any
 ) -> None:
-    """Apply what the task's move does to its run, before the task itself changes.
+    """Apply what the task's move does to its run, before the task itself changes (SQLite,
+    whose writers are serialised anyway; PostgreSQL does it in :func:`move_statement`).
 
     A move to a finished status raises a counter (completed, failed or cancelled), which
     locks the run row, so such moves of one run are serialised with each other and with a
-    run PATCH (which locks the run, then its tasks). When the counters then add up to the
+    run PATCH. When the counters then add up to the
     run's total, that was its last unfinished task and the run finishes by itself in the
     same statement (``auto_complete``; see ``POST /runs``). A claim starts a run that is
     still ``pending``; once the run is running the statement matches nothing, takes no
@@ -224,25 +231,30 @@ def with_steps(move: sa.Update, target: TaskStatus, *, error: bool) -> sa.Select
     return sa.select(moved).add_cte(attempts.step(moved, target, error=error))
 
 
-@lru_cache(maxsize=64)
-def claim_statement(changed: tuple[str, ...]) -> sa.Select[Any]:
-    """PostgreSQL: a claim as one statement: the task's compare-and-set move to
-    ``running``, its new attempt, and the start of its run if this is the run's first
-    claim. Committed by itself, it costs one round trip instead of four (BEGIN, the run,
-    the task, COMMIT).
+@lru_cache(maxsize=256)
+def move_statement(
+    target: TaskStatus, changed: tuple[str, ...], *, fenced: bool, lease_expired: bool = False
+) -> sa.Select[Any]:
+    """PostgreSQL: a task's move as one statement that commits by itself: the task's
+    compare-and-set, its attempt step, and what the move does to the run (a claim starts a
+    pending run; a finished task raises a counter and may finish the run), the run's part
+    only if the task moved. One round trip instead of four (BEGIN, the run, the task,
+    COMMIT), and the run row stays locked only from the end of the statement to its commit.
 
-    The run row is locked after the task row here, the reverse of a run PATCH's order, but
-    only while the run is ``pending`` (its first claim): a cancel of a run at that very
-    moment may meet this claim in a deadlock, which PostgreSQL breaks by refusing one of
-    the two (a ``503``, retried; nothing was written)."""
-    move = transition_statement(TaskStatus.RUNNING, changed, "postgresql")
-    moved = move.cte("moved")
-    started = _run_started(sa.select(moved.c.run_id).scalar_subquery()).cte("started")
-    return (
-        sa.select(moved)
-        .add_cte(attempts.step(moved, TaskStatus.RUNNING, error=False))
-        .add_cte(started)
+    The task row is locked before the run row: the lock order of
+    :mod:`foreman_api.storage.runs`, which a run PATCH that finishes the run follows too.
+    ``lease_expired`` as for :func:`transition_statement`."""
+    move = transition_statement(
+        target, changed, "postgresql", fenced=fenced, lease_expired=lease_expired
     )
+    moved = move.cte("moved")
+    statement = sa.select(moved).add_cte(
+        attempts.step(moved, target, error="error_data" in changed)
+    )
+    if task_touches_run(target):
+        run_of_task = sa.select(moved.c.run_id).scalar_subquery()
+        statement = statement.add_cte(_run_update(target, "postgresql", run_of_task).cte("run"))
+    return statement
 
 
 @lru_cache(maxsize=64)
@@ -337,8 +349,8 @@ async def _apply(
     org_id, task_id, now = params["p_org_id"], params["p_task_id"], params["p_now"]
     if status is None and not values:
         return await _current(db, org_id=org_id, task_id=task_id)
-    if status is TaskStatus.RUNNING and db.dialect == "postgresql":
-        row = await db.one(claim_statement(tuple(sorted(values))), params)
+    if status is not None and db.dialect == "postgresql":
+        row = await db.one(move_statement(status, tuple(sorted(values)), fenced=fenced), params)
         if row is None:  # the statement changed nothing
             raise _NothingMatched(await _current(db, org_id=org_id, task_id=task_id))
         instruments.task_moved(row)
