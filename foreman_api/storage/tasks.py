@@ -137,9 +137,7 @@ async def create_task(
             }
             row = await db.one(_create_statement(parent_task_id is not None), params)
             if row is None:  # nothing written: say why
-                return await _not_created(
-                    db, org_id, run_id, type, parent_task_id, idempotency_key
-                )
+                return await _not_created(db, org_id, run_id, type, parent_task_id, idempotency_key)
             seen = row.pop("options_last_seen")
             instruments.task_created(row)
             served = seen is not None and as_utc(seen) >= live_since(now)
