@@ -208,27 +208,18 @@ async def move_task(
     fenced: bool = False,
     lease_expired: bool = False,
 ) -> Row | None:
-    """Run the compare-and-set move of :func:`transition_statement` and record it in the
-    task's attempt history (:mod:`foreman_api.storage.attempts`); the moved task, or None
-    when nothing matched (and nothing was written)."""
+    """SQLite: run the compare-and-set move of :func:`transition_statement` in the
+    caller's transaction and record it in the task's attempt history
+    (:mod:`foreman_api.storage.attempts`); the moved task, or None when nothing matched.
+    PostgreSQL runs a move as one statement instead (:func:`move_statement`)."""
     statement = transition_statement(
         target, changed, session.dialect, fenced=fenced, lease_expired=lease_expired
     )
     error = "error_data" in changed
-    if session.dialect == "postgresql":
-        return await session.one(with_steps(statement, target, error=error), params)
     row = await session.one(statement, params)
     if row is not None:
         await attempts.record_after_move(session, target, params, error=error)
     return row
-
-
-@lru_cache(maxsize=256)
-def with_steps(move: sa.Update, target: TaskStatus, *, error: bool) -> sa.Select[Any]:
-    """PostgreSQL: ``move`` (a task UPDATE … RETURNING the task) and its attempt step in
-    one statement."""
-    moved = move.cte("moved")
-    return sa.select(moved).add_cte(attempts.step(moved, target, error=error))
 
 
 @lru_cache(maxsize=256)
