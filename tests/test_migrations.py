@@ -164,3 +164,23 @@ def test_attempts_and_self_finishing_runs_arrive_on_a_database_with_tasks(
     migrate(engine, "0004", down=True)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar() == 3
+
+
+def _run_data_keys(engine: sa.Engine) -> set[tuple[str, str]]:
+    """(column, referred table) of each foreign key of ``run_data``."""
+    keys = sa.inspect(engine).get_foreign_keys("run_data")
+    return {(key["constrained_columns"][0], key["referred_table"]) for key in keys}
+
+
+def test_run_data_loses_its_foreign_keys_and_gets_them_back(fresh_engine: sa.Engine) -> None:
+    """0009 drops the keys from run data to runs and tasks (the write checks both itself)
+    on both backends, where 0001 created them unnamed; downgrading restores them."""
+    engine = fresh_engine
+    migrate(engine, "0008")
+    assert _run_data_keys(engine) == {("run_id", "runs"), ("task_id", "tasks")}
+
+    migrate(engine, "head")
+    assert _run_data_keys(engine) == set()
+
+    migrate(engine, "0008", down=True)
+    assert _run_data_keys(engine) == {("run_id", "runs"), ("task_id", "tasks")}

@@ -176,8 +176,9 @@ run_data = sa.Table(
     # Insertion order: "latest" means highest seq, exact even within one millisecond.
     sa.Column("seq", SEQ_TYPE, primary_key=True, autoincrement=True),
     sa.Column("id", UUID_TYPE, nullable=False),
-    sa.Column("run_id", UUID_TYPE, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("task_id", UUID_TYPE, sa.ForeignKey("tasks.id"), nullable=True),
+    # No foreign keys: the write checks the run and task itself (migration 0009).
+    sa.Column("run_id", UUID_TYPE, nullable=False),
+    sa.Column("task_id", UUID_TYPE, nullable=True),
     sa.Column("org_id", sa.String(64), nullable=False),
     sa.Column("key", literal_text(255), nullable=False),
     sa.Column("value", JSON_TYPE, nullable=True),
