@@ -209,7 +209,7 @@ def run_worker(
     from foreman_worker.client import RetryPolicy
     from foreman_worker.presence import Presence
     from foreman_worker.reconciler import Reconciler
-    from foreman_worker.runner import send_claim_ahead, settle
+    from foreman_worker.runner import claim_popped_job, send_claim_ahead, settle
     from foreman_worker.runtime import configure, runner_client, runtime_from_settings
     from foreman_worker.worker import ForemanWorker
 
@@ -248,6 +248,7 @@ def run_worker(
         presence=presence,
         before_job=send_claim_ahead,
         after_job=settle,
+        on_pop=claim_popped_job,
         name=name,
     )
     log.info(

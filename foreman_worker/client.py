@@ -136,8 +136,9 @@ class ForemanClient(ClientBase):
         something else; the same call made next by this thread (``build`` with the same
         arguments) reads that answer instead of sending again, and retries as usual.
 
-        Only over the lean transport; otherwise it does nothing. Any other call made
-        first by this thread drops the early answer unread (its connection is closed).
+        Only over the lean transport; otherwise it does nothing. The same call already
+        ahead is not sent twice. Any other call made first by this thread drops the early
+        answer unread (its connection is closed).
         """
         if self._wire is None:
             return
@@ -145,6 +146,9 @@ class ForemanClient(ClientBase):
             call = build(*args, **kwargs)
         except InvalidRequest:
             return  # the real call reports it
+        ahead = self._ahead
+        if ahead is not None and ahead.thread == threading.get_ident() and ahead.call == call:
+            return
         self._drop_ahead()
         try:
             sent = self._wire.send(call.method, call.path, **self._settings.request_args(call))

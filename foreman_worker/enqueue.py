@@ -27,11 +27,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
-from redis import Redis, RedisError, WatchError
+from redis import Redis, RedisError
+from redis.commands.core import Script
 from rq import Callback, Queue
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 
 from foreman_api.schemas import Task, TaskStatus
+from foreman_worker import rq_writes
 from foreman_worker._calls import UNSET
 from foreman_worker.queues import Namespace
 from foreman_worker.registry import QUEUE_NAME, registry
@@ -128,42 +130,81 @@ def put_on_queue(
 
     ``running_job`` is the job asking (a runner deferring or retrying its task): the
     marker may still name it, and it is not waiting, it is running.
+
+    One round trip: a Lua script checks the marker and, unless it names a waiting job,
+    sets it and writes RQ's own job records (:mod:`foreman_worker.rq_writes`), atomically.
     """
     wait = max(delay or 0.0, 0.0)
     rq = Queue(rq_queue, connection=conn)
-    with conn.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(marker)  # type: ignore[no-untyped-call]
-                current = pipe.get(marker)
-                named = text(current) if current is not None else None
-                if named not in (None, running_job) and job_is_waiting(pipe, named, rq_queue):
-                    return None
-                job_id = uuid.uuid4().hex
-                job = rq.create_job(
-                    RUN_TASK,
-                    args=(task_id,),
-                    job_id=job_id,
-                    timeout=-1,
-                    result_ttl=0,
-                    failure_ttl=JOB_FAILURE_TTL,
-                    on_failure=Callback(ON_JOB_FAILURE),
-                    description=f"foreman task {task_id}",
-                )
-                pipe.multi()
-                pipe.set(marker, job_id, ex=MARKER_TTL + int(wait))
-                if wait > 0:
-                    job.enqueue_at_front = at_front
-                    # RQ keeps due times in whole seconds, rounded down: round up instead,
-                    # or the job would come before the retry is due.
-                    due = math.ceil(time.time() + wait)
-                    rq.schedule_job(job, datetime.fromtimestamp(due, UTC), pipe)
-                else:
-                    rq.enqueue_job(job, pipeline=pipe, at_front=at_front)
-                pipe.execute()
-                return job_id
-            except WatchError:
-                continue  # the marker changed under us: look again
+    job_id = new_job_id(task_id)
+    job = rq.create_job(
+        RUN_TASK,
+        args=(task_id,),
+        job_id=job_id,
+        timeout=-1,
+        result_ttl=0,
+        failure_ttl=JOB_FAILURE_TTL,
+        on_failure=Callback(ON_JOB_FAILURE),
+        description=f"foreman task {task_id}",
+    )
+    if wait > 0:
+        job.enqueue_at_front = at_front
+        # RQ keeps due times in whole seconds, rounded down: round up instead, or the job
+        # would come before the retry is due.
+        due = datetime.fromtimestamp(math.ceil(time.time() + wait), UTC)
+        commands = rq_writes.recorded(conn, lambda pipe: rq.schedule_job(job, due, pipe))
+    else:
+        commands = rq_writes.recorded(
+            conn, lambda pipe: rq.enqueue_job(job, pipe, at_front=at_front)
+        )
+    args: list[Any] = [job_id, MARKER_TTL + int(wait), running_job or "", rq_queue]
+    args += [Job.redis_job_namespace_prefix, *rq_writes.packed(commands)]
+    pushed = Script(conn, _PUT_SCRIPT)(keys=[marker], args=args)
+    return None if pushed is None else text(pushed)
+
+
+def new_job_id(task_id: str) -> str:
+    """A fresh RQ job id for ``task_id`` that names the task: a worker can claim the task
+    as soon as it takes the id off the queue, before RQ has read the job
+    (:func:`task_of_job`)."""
+    return f"{uuid.UUID(task_id).hex}{_JOB_ID_SEPARATOR}{uuid.uuid4().hex[:16]}"
+
+
+def task_of_job(job_id: str) -> str | None:
+    """The task id a job id made by :func:`new_job_id` names; None for any other id."""
+    task_hex, separator, suffix = job_id.partition(_JOB_ID_SEPARATOR)
+    if not separator or len(task_hex) != 32 or len(suffix) != 16:
+        return None
+    try:
+        return str(uuid.UUID(hex=task_hex))
+    except ValueError:
+        return None
+
+
+_JOB_ID_SEPARATOR = "_"
+
+
+_PUT_SCRIPT = rq_writes.script(
+    """
+local marker = KEYS[1]
+local job_id, ttl, asking, origin, job_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local waiting = {WAITING}
+local named = redis.call('GET', marker)
+if named and named ~= asking then
+    local job = redis.call('HMGET', job_prefix .. named, 'status', 'origin')
+    if job[1] and waiting[job[1]] and job[2] == origin then
+        return false
+    end
+end
+redis.call('SET', marker, job_id, 'EX', ttl)
+""".replace("WAITING", ", ".join(f"[{status!r}] = true" for status in sorted(WAITING))),
+    first=6,
+    after="return job_id\n",
+)
+"""KEYS: the marker. ARGV: the job id, the marker's TTL, the job asking (or ""), the RQ
+queue, RQ's job key prefix, then RQ's commands (:func:`rq_writes.packed`). A marker naming
+a job that is still waiting on that queue wins (nothing is written); otherwise the marker
+names the new job and RQ's commands run."""
 
 
 def job_is_waiting(conn: Redis | Pipeline, job_id: str, rq_queue: str) -> bool:

@@ -47,6 +47,7 @@ from foreman_worker.enqueue import (
     RUN_TASK,
     enqueue,
     put_on_queue,
+    task_of_job,
 )
 from foreman_worker.errors import Fail, ForemanError, Retry
 from foreman_worker.failures import Failure, backoff_delay
@@ -103,6 +104,18 @@ def send_claim_ahead(job: Job) -> None:
     :meth:`Runner.send_claim_ahead`); other jobs are left alone."""
     if job.func_name == RUN_TASK and len(job.args) == 1:
         Runner(get_runtime()).send_claim_ahead(str(job.args[0]), job_id=job.id)
+
+
+def claim_popped_job(job_id: str) -> None:
+    """Send the claim of the task a job names as soon as the worker has popped the job's id,
+    before RQ reads the job (see :meth:`Runner.send_claim_ahead`); job ids not made by
+    :func:`~foreman_worker.enqueue.new_job_id` are claimed by :func:`send_claim_ahead`."""
+    task_id = task_of_job(job_id)
+    if task_id is not None:
+        try:
+            Runner(get_runtime()).send_claim_ahead(task_id, job_id=job_id)
+        except Exception:  # only a head start: the job claims its task itself
+            log.exception("sending the claim of task %s ahead", task_id)
 
 
 def settle() -> None:

@@ -14,8 +14,10 @@ Another loop keeps this worker's entry in the API's worker registry fresh
 (:mod:`foreman_worker.presence`). RQ's own started-job registry still gets a heartbeat, so
 RQ's maintenance leaves running jobs alone.
 
-**The API and Redis work side by side.** Before RQ writes its start-of-job records, the
-task's claim is already sent (``before_job``: :func:`~foreman_worker.runner.send_claim_ahead`),
+**The API and Redis work side by side.** A job id names its task, so the task's claim is
+sent as soon as the id is off the queue, before RQ reads the job (``on_pop``:
+:func:`~foreman_worker.runner.claim_popped_job`; for other job ids, before RQ writes its
+start-of-job records: ``before_job``, :func:`~foreman_worker.runner.send_claim_ahead`),
 and a completion is sent before RQ's end-of-job records, its answer read afterwards
 (``after_job``: :func:`~foreman_worker.runner.settle`, with the lease held and no new job
 taken until it is recorded). A worker killed between the two leaves its task running under
@@ -60,6 +62,7 @@ from typing import Any, Final, TypeVar
 
 import redis
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
@@ -70,8 +73,8 @@ from rq.timeouts import BaseDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from foreman_worker import shutdown
-from foreman_worker.enqueue import RUN_TASK
+from foreman_worker import rq_writes, shutdown
+from foreman_worker.enqueue import RUN_TASK, text
 from foreman_worker.presence import Presence
 from foreman_worker.reconciler import Reconciler
 from foreman_worker.settings import WorkerSettings
@@ -153,6 +156,35 @@ def is_plain_foreman_job(job: Job) -> bool:
     )
 
 
+def queue_class_telling(
+    before_pop: Callable[[], None], after_pop: Callable[[str], None]
+) -> type[Queue]:
+    """An RQ ``Queue`` class that calls ``before_pop()`` as a worker starts to wait for a
+    job id (it may raise ``StopRequested``) and ``after_pop(job_id)`` as soon as it has
+    taken one off a queue, before RQ reads the job (one more round trip to Redis)."""
+
+    class TellingQueue(Queue):
+        @classmethod
+        def lpop(
+            cls, queue_keys: Sequence[str], timeout: int | None, connection: Redis | None = None
+        ) -> Any:
+            before_pop()
+            popped = super().lpop(queue_keys, timeout, connection=connection)
+            if popped is not None:
+                after_pop(text(popped[1]))
+            return popped
+
+        @classmethod
+        def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
+            before_pop()
+            popped = super().lmove(connection, queue_key, timeout)
+            if popped is not None:
+                after_pop(text(popped[1]))
+            return popped
+
+    return TellingQueue
+
+
 class NoDeathPenalty(BaseDeathPenalty):
     """RQ's job timeout, switched off: the runner enforces each handler's own timeout."""
 
@@ -180,8 +212,10 @@ class ForemanWorker(SimpleWorker):
         presence: Presence | None = None,
         before_job: Callable[[Job], None] | None = None,
         after_job: Callable[[], None] | None = None,
+        on_pop: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs["queue_class"] = queue_class_telling(self._before_pop, self._after_pop)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         heartbeat = max(1, int(settings.worker_heartbeat_interval))
@@ -194,6 +228,9 @@ class ForemanWorker(SimpleWorker):
         self.presence = presence
         self.before_job = before_job
         self.after_job = after_job
+        self.on_pop = on_pop
+        self._popped: str | None = None
+        """The id of the job this worker took off a queue and has not finished yet."""
         self._active: tuple[Job, Any] | None = None
         self._active_lock = threading.Lock()
         self._stop_threads = threading.Event()
@@ -281,6 +318,18 @@ class ForemanWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         self._with_redis("cleaning registries", super().run_maintenance_tasks)
 
+    def _before_pop(self) -> None:
+        self._popped = None
+        if self._stop_requested:  # asked to stop while a popped job turned out to be gone
+            raise StopRequested
+
+    def _after_pop(self, job_id: str) -> None:
+        # From here the job is in hand: a stop request lets it run (its task may already
+        # be claimed, by ``on_pop``) instead of abandoning it.
+        self._popped = job_id
+        if self.on_pop is not None:
+            self.on_pop(job_id)
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
@@ -329,7 +378,7 @@ class ForemanWorker(SimpleWorker):
         return True
 
     def _finish_plain_job(self, job: Job, queue: Queue, execution: Execution) -> None:
-        """RQ's end-of-job records of a Foreman job, in one transaction and no reads.
+        """RQ's end-of-job records of a Foreman job, in one atomic script and no reads.
 
         RQ's own success handling takes about a dozen round trips for a job with no result
         to keep: a heartbeat on the job it is about to delete, a WATCH on dependents, and
@@ -343,7 +392,9 @@ class ForemanWorker(SimpleWorker):
         job.ended_at = ended = now()
         took = ended - (job.started_at or ended)
         job._status = JobStatus.FINISHED
-        with self.connection.pipeline() as pipeline:
+
+        def write(pipeline: Pipeline) -> None:
+            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)  # not a round trip of its own
             self.increment_successful_job_count(pipeline=pipeline)
             self.increment_total_working_time(took, pipeline)
             pipeline.delete(execution.key)
@@ -356,7 +407,8 @@ class ForemanWorker(SimpleWorker):
                 job.dependencies_key,
                 Result.get_key(job.id),  # type: ignore[no-untyped-call]
             )
-            pipeline.execute()
+
+        rq_writes.write_atomically(self.connection, write)
         self.executions.pop(execution.id, None)
         self.log.debug(  # the runner logs what happened to the task
             "Worker %s: %s: job %s: RQ's records cleared after %.3fs",
@@ -400,7 +452,7 @@ class ForemanWorker(SimpleWorker):
         self._watchdog.start()
         name = signal.Signals(signum).name
         self._stop_requested = True  # RQ's loop checks it between jobs
-        if self.get_state() != WorkerStatus.BUSY:
+        if self.get_state() != WorkerStatus.BUSY and self._popped is None:
             log.info("worker %s: %s received; exiting", self.name, name)
             raise StopRequested
         log.info(
@@ -461,17 +513,21 @@ class ForemanWorker(SimpleWorker):
             if self.after_job is not None:
                 self.after_job()
         finally:
+            self._popped = None
             with self._active_lock:
                 self._active = None
         self._bookkeeping("finishing a job", partial(self.set_state, WorkerStatus.IDLE))
 
     def _prepare(self, job: Job) -> Execution:
         """RQ's two start-of-job transactions (``prepare_execution`` and
-        ``prepare_job_execution``) as one: the same records, one round trip."""
+        ``prepare_job_execution``) as one: the same records, one round trip and one reply
+        (:mod:`foreman_worker.rq_writes`)."""
         self.executions.clear()  # one job at a time: drop what an interrupted try left
         ttl = self.get_heartbeat_ttl(job)
-        with self.connection.pipeline() as pipeline:
-            execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
+        created: list[Execution] = []
+
+        def write(pipeline: Pipeline) -> None:
+            created.append(Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name))
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
             self.heartbeat(ttl, pipeline=pipeline)
             job.heartbeat(now(), ttl, pipeline=pipeline)
@@ -481,7 +537,9 @@ class ForemanWorker(SimpleWorker):
                 pipeline.lrem(
                     Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id
                 )
-            pipeline.execute()
+
+        rq_writes.write_atomically(self.connection, write)
+        execution = created[0]
         self.executions[execution.id] = execution
         return execution
 

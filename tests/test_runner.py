@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from rq.exceptions import AbandonedJobError
 from rq.suspension import resume, suspend
 
 from foreman_api.schemas import Task, TaskStatus
-from foreman_worker import Fail, Retry, TaskContext
+from foreman_worker import Fail, Retry, TaskContext, shutdown
 from foreman_worker.enqueue import job_is_waiting
 from foreman_worker.lease import LeaseKeeper
 from foreman_worker.registry import Backoff
@@ -533,7 +535,8 @@ def rq_records(world: World, worker_name: str) -> dict[str, list[object]]:
 
     def plain(raw: bytes | str) -> str:
         text = raw.decode() if isinstance(raw, bytes) else raw
-        return re.sub(r"[0-9a-f]{32}", "<id>", text.replace(worker_name, "<worker>"))
+        ids = r"[0-9a-f]{32}(?:_[0-9a-f]{16})?"  # uuid hex; a job id names its task
+        return re.sub(ids, "<id>", text.replace(worker_name, "<worker>"))
 
     records: dict[str, list[object]] = {}
     for key in world.redis.scan_iter("rq:*"):
@@ -605,6 +608,39 @@ def test_a_worker_writes_the_records_rq_itself_writes(world: World) -> None:
         ]
     ]
     assert world.redis.llen(f"rq:queue:{world.rq_queue()}:intermediate") == 0
+
+
+def test_a_stop_request_just_after_a_job_is_taken_lets_that_job_run(world: World) -> None:
+    """A worker claims a task as soon as it has taken the job off the queue, before the
+    job starts. A SIGTERM arriving then lets that job run (its task may already be
+    claimed) instead of abandoning it; no other job is taken."""
+
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> str:
+        return "done"
+
+    first, second = world.task("t"), world.task("t")
+    world.enqueue(first)
+    world.enqueue(second)
+    worker = ForemanWorker(
+        [world.rq_queue()],
+        connection=world.redis,
+        settings=WorkerSettings(),
+        on_pop=lambda job_id: os.kill(os.getpid(), signal.SIGTERM),
+    )
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    configure(world.runtime())
+    try:
+        worker.work(burst=True)
+    finally:
+        configure(None)
+        if worker._watchdog is not None:
+            worker._watchdog.cancel()
+        shutdown.reset()
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+    assert world.get(first).status is TaskStatus.COMPLETED
+    assert world.get(second).status is TaskStatus.QUEUED
 
 
 def test_a_worker_stays_registered_and_honours_rq_suspend(world: World) -> None:

@@ -336,6 +336,39 @@ def test_duplicate_enqueue_runs_the_handler_once(
     assert runs(conn, task) == 1
 
 
+def test_a_worker_claims_a_task_as_it_pops_the_job_and_a_lost_job_record_loses_nothing(
+    workers: Workers,
+    client: ForemanClient,
+    conn: redis.Redis,
+    new_task: Callable[..., Task],
+) -> None:
+    """A job id names its task, so a worker claims the task the moment it pops the id,
+    before RQ reads the job. Here Redis has lost the job's record but not its id on the
+    queue: the task is claimed under that job, which never runs; when the lease runs out
+    the task is recovered, queued again and run, once."""
+    for process in workers.processes:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        task = new_task("itest.counted")
+        job_id = conn.get(f"foreman:enqueued:{task.id}")
+        assert job_id is not None
+        assert conn.delete(f"rq:job:{job_id.decode()}") == 1
+    finally:
+        for process in workers.processes:
+            process.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while (seen := client.get_task(task.id).unwrap()).status is TaskStatus.QUEUED:
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.02)
+    assert seen.status is TaskStatus.RUNNING and seen.queue_job_id == job_id.decode()
+    assert runs(conn, task) == 0
+
+    done = wait_terminal(client, task)
+    assert done.status is TaskStatus.COMPLETED, workers.logs()
+    assert done.queue_job_id != job_id.decode()
+    assert runs(conn, task) == 1
+
+
 def test_retries_then_success_and_failure_at_max_retries(
     workers: Workers,
     client: ForemanClient,
