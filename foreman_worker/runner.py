@@ -101,9 +101,12 @@ def run_task(task_id: str) -> str:
 
 def send_claim_ahead(job: Job) -> None:
     """Send the claim of a Foreman job before RQ's start-of-job records (see
-    :meth:`Runner.send_claim_ahead`); other jobs are left alone."""
+    :meth:`Runner.send_claim_ahead`); other jobs are left alone, and so are jobs whose id
+    names their task: :func:`claim_popped_job` sent their claim when they were popped."""
     if job.func_name == RUN_TASK and len(job.args) == 1:
-        Runner(get_runtime()).send_claim_ahead(str(job.args[0]), job_id=job.id)
+        task_id = str(job.args[0])
+        if task_of_job(job.id) != task_id:
+            Runner(get_runtime()).send_claim_ahead(task_id, job_id=job.id)
 
 
 def claim_popped_job(job_id: str) -> None:

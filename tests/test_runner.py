@@ -28,7 +28,14 @@ from foreman_worker import Fail, Retry, TaskContext, shutdown
 from foreman_worker.enqueue import job_is_waiting
 from foreman_worker.lease import LeaseKeeper
 from foreman_worker.registry import Backoff
-from foreman_worker.runner import Outcome, Runner, on_job_failure, send_claim_ahead, settle
+from foreman_worker.runner import (
+    Outcome,
+    Runner,
+    claim_popped_job,
+    on_job_failure,
+    send_claim_ahead,
+    settle,
+)
 from foreman_worker.runtime import Runtime, configure
 from foreman_worker.settings import WorkerSettings
 from foreman_worker.worker import ForemanWorker
@@ -520,6 +527,7 @@ def test_a_worker_claims_ahead_and_settles_each_completion(world: World, settlin
         settings=WorkerSettings(),
         before_job=send_claim_ahead,
         after_job=settle,
+        on_pop=claim_popped_job,
     )
     worker.work(burst=True)
     assert ran == [str(task.id) for task in tasks]
