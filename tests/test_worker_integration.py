@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,13 @@ import httpx
 import pytest
 import redis
 import sqlalchemy as sa
+from rq import Queue
 
 from foreman_api.schemas import Run, Task, TaskStatus
 from foreman_api.storage import tables
 from foreman_api.storage.engine import create_engine
 from foreman_worker import ForemanClient, enqueue, resubmit, submit
+from foreman_worker.enqueue import RUN_TASK
 from tests.services import free_port, stop_process, throwaway_postgres_database
 
 pytestmark = pytest.mark.integration
@@ -367,6 +370,22 @@ def test_a_worker_claims_a_task_as_it_pops_the_job_and_a_lost_job_record_loses_n
     assert done.status is TaskStatus.COMPLETED, workers.logs()
     assert done.queue_job_id != job_id.decode()
     assert runs(conn, task) == 1
+
+
+def test_a_job_enqueued_by_an_older_sdk_still_runs(
+    workers: Workers, client: ForemanClient, conn: redis.Redis
+) -> None:
+    """Before job ids named their task, a job id was a bare uuid: such a job (left on a
+    queue across an upgrade) is claimed when RQ starts it, and runs once."""
+    run = client.create_run({"test": True}).unwrap()
+    task = client.create_task(run.id, "itest.counted", queue=QUEUE, status="queued").unwrap()
+    job_id = uuid.uuid4().hex
+    Queue(f"foreman:itest:{QUEUE}", connection=conn).enqueue(
+        RUN_TASK, str(task.id), job_id=job_id, result_ttl=0
+    )
+    done = wait_terminal(client, task)
+    assert done.status is TaskStatus.COMPLETED, workers.logs()
+    assert done.queue_job_id == job_id and runs(conn, task) == 1
 
 
 def test_retries_then_success_and_failure_at_max_retries(
