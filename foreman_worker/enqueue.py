@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
 from redis import Redis, RedisError
-from redis.commands.core import Script
 from rq import Callback, Queue
 from rq.job import Job, JobStatus
 
@@ -159,7 +158,7 @@ def put_on_queue(
         )
     args: list[Any] = [job_id, MARKER_TTL + int(wait), running_job or "", rq_queue]
     args += [Job.redis_job_namespace_prefix, *rq_writes.packed(commands)]
-    pushed = Script(conn, _PUT_SCRIPT)(keys=[marker], args=args)
+    pushed = _PUT_SCRIPT(conn, keys=[marker], args=args)
     return None if pushed is None else text(pushed)
 
 
@@ -184,8 +183,9 @@ def task_of_job(job_id: str) -> str | None:
 _JOB_ID_SEPARATOR = "_"
 
 
-_PUT_SCRIPT = rq_writes.script(
-    """
+_PUT_SCRIPT = rq_writes.Lua(
+    rq_writes.script(
+        """
 local marker = KEYS[1]
 local job_id, ttl, asking, origin, job_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local waiting = {WAITING}
@@ -198,8 +198,9 @@ if named and named ~= asking then
 end
 redis.call('SET', marker, job_id, 'EX', ttl)
 """.replace("WAITING", ", ".join(f"[{status!r}] = true" for status in sorted(WAITING))),
-    first=6,
-    after="return job_id\n",
+        first=6,
+        after="return job_id\n",
+    )
 )
 """KEYS: the marker. ARGV: the job id, the marker's TTL, the job asking (or ""), the RQ
 queue, RQ's job key prefix, then RQ's commands (:func:`rq_writes.packed`). A marker naming

@@ -11,12 +11,13 @@ exactly RQ's own.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 Command = tuple[Any, ...]
 
@@ -56,9 +57,26 @@ def script(before: str = "", *, first: int = 1, after: str = "") -> str:
     return before + RUN_COMMANDS.replace("FIRST", str(first)) + after
 
 
-_WRITE = script()
+class Lua:
+    """A script run by its SHA1 (``EVALSHA``), loaded again if the server lost it (a
+    restarted Redis); unlike redis-py's ``Script``, not hashed again for every call."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # Redis names scripts by their SHA1.
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, conn: Redis, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return conn.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            conn.script_load(self.text)
+            return conn.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_WRITE = Lua(script())
 
 
 def write_atomically(conn: Redis, write: Callable[[Pipeline], object]) -> None:
     """Run RQ's ``write`` (pipeline commands) on ``conn`` as one atomic script."""
-    Script(conn, _WRITE)(args=packed(recorded(conn, write)))
+    _WRITE(conn, args=packed(recorded(conn, write)))

@@ -121,3 +121,12 @@ def test_a_job_id_names_its_task() -> None:
     assert new_job_id(task_id) != job_id
     for other in (uuid.uuid4().hex, f"direct-{uuid.uuid4().hex}", "x_y", f"{'z' * 32}_{'0' * 16}"):
         assert task_of_job(other) is None
+
+
+def test_a_redis_that_lost_its_scripts_gets_them_again(conn: redis.Redis) -> None:
+    """Scripts run by their SHA1; a restarted Redis has none loaded until asked again."""
+    first = put_on_queue(conn, task_id=str(uuid.uuid4()), rq_queue=QUEUE, marker="m1")
+    conn.script_flush()
+    second = put_on_queue(conn, task_id=str(uuid.uuid4()), rq_queue=QUEUE, marker="m2")
+    assert first is not None and second is not None
+    assert conn.lrange(f"rq:queue:{QUEUE}", 0, -1) == [first.encode(), second.encode()]
