@@ -230,8 +230,9 @@ class Api:
         self.database_url = ""
 
     def analyze(self) -> None:
-        """Refresh the planner's statistics before a measured load (see :mod:`planner`):
-        without it both sides would plan on tables never analysed."""
+        """Vacuum and refresh the planner's statistics before a measured load (see
+        :mod:`planner`): without it both sides would plan on tables never analysed, and
+        autovacuum would catch up with one side's writes during the next measured load."""
         if self.database_url:
             analyze(self.database_url)
 
@@ -869,16 +870,17 @@ class Bench:
     def measure(self, key: str) -> None:
         getattr(self, key.replace("-", "_"))()
 
-    def scenario(self, key: str) -> None:
-        """Setup and measure one scenario. The reference's failures skip the rest of its
-        scenarios (with a message) instead of stopping the benchmark."""
+    def scenario(self, key: str, settle: Callable[[], None]) -> None:
+        """Setup and measure one scenario, ``settle`` (every side's vacuum) in between. The
+        reference's failures skip the rest of its scenarios (with a message) instead of
+        stopping the benchmark."""
         if self.failed:
             return
         try:
             if not self.api.alive():
                 raise RuntimeError("the server process is gone")
             self.setup(key)
-            self.api.analyze()
+            settle()
             self.measure(key)
         except Exception as exc:
             if not self.api.is_reference:
@@ -891,7 +893,13 @@ class Bench:
 
 def run_side_by_side(benches: list[Bench]) -> None:
     """Every scenario on every server; the order flips each scenario (ours first, then the
-    reference first, ...) so that a change in the machine's load falls on both."""
+    reference first, ...) so that a change in the machine's load falls on both. Before each
+    measured load every side's database is vacuumed and analysed (see :mod:`planner`)."""
+
+    def settle() -> None:
+        for bench in benches:
+            bench.api.analyze()
+
     for index, (key, _, on_reference) in enumerate(SCENARIOS):
         if benches and benches[0].s.only and key not in benches[0].s.only:
             continue
@@ -899,7 +907,7 @@ def run_side_by_side(benches: list[Bench]) -> None:
         for bench in order:
             if bench.api.is_reference and not on_reference:
                 continue
-            bench.scenario(key)
+            bench.scenario(key, settle)
 
 
 # --------------------------------------------------------------------------- output
