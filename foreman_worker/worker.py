@@ -472,6 +472,12 @@ class ForemanWorker(SimpleWorker):
         name = signal.Signals(signum).name
         shutdown.exit_now(f"worker {self.name}: second {name}; exiting now{self._leaving()}")
 
+    def _leave_if_grace_expired(self) -> None:
+        """The job's outcome may have been given up on because the grace ran out: leave as
+        the grace watchdog would (it may not have run yet), not through RQ's normal stop."""
+        if shutdown.expired():
+            self._grace_expired()
+
     def _grace_expired(self) -> None:
         grace = self.settings.worker_shutdown_grace
         shutdown.exit_now(
@@ -508,10 +514,10 @@ class ForemanWorker(SimpleWorker):
             self._active = (job, execution)
         try:
             self.perform_job(job, queue, execution)
-            if shutdown.expired():  # its outcome was given up on: leave as the watchdog would
-                self._grace_expired()
+            self._leave_if_grace_expired()
             if self.after_job is not None:
-                self.after_job()
+                self.after_job()  # settles the completion: its retries stop at the grace
+                self._leave_if_grace_expired()
         finally:
             self._popped = None
             with self._active_lock:

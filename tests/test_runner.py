@@ -651,6 +651,42 @@ def test_a_stop_request_just_after_a_job_is_taken_lets_that_job_run(world: World
     assert world.get(second).status is TaskStatus.QUEUED
 
 
+def test_a_completion_given_up_at_the_grace_leaves_as_the_watchdog_would(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completion is read after the job (``after_job``), its retries bounded by the
+    shutdown grace. When that wait ends because the grace ran out, the worker leaves with
+    the forced exit, whether or not the grace's watchdog thread has run yet; it does not
+    go on to RQ's normal stop (exit 0)."""
+
+    @world.registry.task("t")
+    def handler(ctx: TaskContext) -> None:
+        return None
+
+    world.enqueue(world.task("t"))
+    left: list[str] = []
+
+    def exit_now(message: str) -> None:
+        left.append(message)
+        raise SystemExit(shutdown.FORCED_EXIT_STATUS)
+
+    monkeypatch.setattr(shutdown, "exit_now", exit_now)
+    worker = ForemanWorker(
+        [world.rq_queue()],
+        connection=world.redis,
+        settings=WorkerSettings(),
+        after_job=lambda: shutdown.request(0),  # the grace runs out while it settles
+    )
+    configure(world.runtime())
+    try:
+        with pytest.raises(SystemExit):
+            worker.work(burst=True)
+    finally:
+        configure(None)
+        shutdown.reset()
+    assert len(left) == 1 and "grace" in left[0]
+
+
 def test_a_worker_stays_registered_and_honours_rq_suspend(world: World) -> None:
     """RQ's per-job heartbeats and suspension checks go out at most once a second: the
     worker's key is still kept alive, and ``rq suspend`` still keeps it from taking jobs."""
