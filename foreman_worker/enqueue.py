@@ -151,15 +151,18 @@ def put_on_queue(
         # RQ keeps due times in whole seconds, rounded down: round up instead, or the job
         # would come before the retry is due.
         due = datetime.fromtimestamp(math.ceil(time.time() + wait), UTC)
-        commands = rq_writes.recorded(conn, lambda pipe: rq.schedule_job(job, due, pipe))
+        commands, _ = rq_writes.recorded(conn, lambda pipe: rq.schedule_job(job, due, pipe))
     else:
-        commands = rq_writes.recorded(
+        commands, _ = rq_writes.recorded(
             conn, lambda pipe: rq.enqueue_job(job, pipe, at_front=at_front)
         )
     args: list[Any] = [job_id, MARKER_TTL + int(wait), running_job or "", rq_queue]
     args += [Job.redis_job_namespace_prefix, *rq_writes.packed(commands)]
     pushed = _PUT_SCRIPT(conn, keys=[marker], args=args)
     return None if pushed is None else text(pushed)
+
+
+_JOB_ID_SEPARATOR = "_"
 
 
 def new_job_id(task_id: str) -> str:
@@ -178,9 +181,6 @@ def task_of_job(job_id: str) -> str | None:
         return str(uuid.UUID(hex=task_hex))
     except ValueError:
         return None
-
-
-_JOB_ID_SEPARATOR = "_"
 
 
 _PUT_SCRIPT = rq_writes.Lua(

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 Command = tuple[Any, ...]
+T = TypeVar("T")
 
 RUN_COMMANDS = """
 local i = FIRST
@@ -32,12 +33,13 @@ end
 """Lua: run the commands packed into ARGV from index ``FIRST`` on (see :func:`packed`)."""
 
 
-def recorded(conn: Redis, write: Callable[[Pipeline], object]) -> list[Command]:
-    """The commands ``write`` queues on a pipeline of ``conn``, none of them sent."""
+def recorded(conn: Redis, write: Callable[[Pipeline], T]) -> tuple[list[Command], T]:
+    """The commands ``write`` queues on a pipeline of ``conn``, none of them sent, and
+    what ``write`` returned."""
     pipe = conn.pipeline(transaction=False)
     try:
-        write(pipe)
-        return [tuple(args) for args, _options in pipe.command_stack]
+        returned = write(pipe)
+        return [tuple(args) for args, _options in pipe.command_stack], returned
     finally:
         pipe.reset()
 
@@ -77,6 +79,9 @@ class Lua:
 _WRITE = Lua(script())
 
 
-def write_atomically(conn: Redis, write: Callable[[Pipeline], object]) -> None:
-    """Run RQ's ``write`` (pipeline commands) on ``conn`` as one atomic script."""
-    _WRITE(conn, args=packed(recorded(conn, write)))
+def write_atomically(conn: Redis, write: Callable[[Pipeline], T]) -> T:
+    """Run RQ's ``write`` (pipeline commands) on ``conn`` as one atomic script; what
+    ``write`` returned."""
+    commands, returned = recorded(conn, write)
+    _WRITE(conn, args=packed(commands))
+    return returned

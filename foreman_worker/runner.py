@@ -101,12 +101,10 @@ def run_task(task_id: str) -> str:
 
 def send_claim_ahead(job: Job) -> None:
     """Send the claim of a Foreman job before RQ's start-of-job records (see
-    :meth:`Runner.send_claim_ahead`); other jobs are left alone, and so are jobs whose id
-    names their task: :func:`claim_popped_job` sent their claim when they were popped."""
+    :meth:`Runner.send_claim_ahead`; a claim already sent at the pop is not sent again);
+    other jobs are left alone."""
     if job.func_name == RUN_TASK and len(job.args) == 1:
-        task_id = str(job.args[0])
-        if task_of_job(job.id) != task_id:
-            Runner(get_runtime()).send_claim_ahead(task_id, job_id=job.id)
+        Runner(get_runtime()).send_claim_ahead(str(job.args[0]), job_id=job.id)
 
 
 def claim_popped_job(job_id: str) -> None:
@@ -115,10 +113,7 @@ def claim_popped_job(job_id: str) -> None:
     :func:`~foreman_worker.enqueue.new_job_id` are claimed by :func:`send_claim_ahead`."""
     task_id = task_of_job(job_id)
     if task_id is not None:
-        try:
-            Runner(get_runtime()).send_claim_ahead(task_id, job_id=job_id)
-        except Exception:  # only a head start: the job claims its task itself
-            log.exception("sending the claim of task %s ahead", task_id)
+        Runner(get_runtime()).send_claim_ahead(task_id, job_id=job_id)
 
 
 def settle() -> None:

@@ -163,24 +163,23 @@ def queue_class_telling(
     job id (it may raise ``StopRequested``) and ``after_pop(job_id)`` as soon as it has
     taken one off a queue, before RQ reads the job (one more round trip to Redis)."""
 
+    def told(popped: Any) -> Any:
+        if popped is not None:
+            after_pop(text(popped[1]))
+        return popped
+
     class TellingQueue(Queue):
         @classmethod
         def lpop(
             cls, queue_keys: Sequence[str], timeout: int | None, connection: Redis | None = None
         ) -> Any:
             before_pop()
-            popped = super().lpop(queue_keys, timeout, connection=connection)
-            if popped is not None:
-                after_pop(text(popped[1]))
-            return popped
+            return told(super().lpop(queue_keys, timeout, connection=connection))
 
         @classmethod
         def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
             before_pop()
-            popped = super().lmove(connection, queue_key, timeout)
-            if popped is not None:
-                after_pop(text(popped[1]))
-            return popped
+            return told(super().lmove(connection, queue_key, timeout))
 
     return TellingQueue
 
@@ -328,7 +327,10 @@ class ForemanWorker(SimpleWorker):
         # be claimed, by ``on_pop``) instead of abandoning it.
         self._popped = job_id
         if self.on_pop is not None:
-            self.on_pop(job_id)
+            try:
+                self.on_pop(job_id)
+            except Exception:  # only a head start: the job itself does it again
+                log.exception("worker %s: after taking job %s", self.name, job_id)
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -530,10 +532,9 @@ class ForemanWorker(SimpleWorker):
         (:mod:`foreman_worker.rq_writes`)."""
         self.executions.clear()  # one job at a time: drop what an interrupted try left
         ttl = self.get_heartbeat_ttl(job)
-        created: list[Execution] = []
 
-        def write(pipeline: Pipeline) -> None:
-            created.append(Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name))
+        def write(pipeline: Pipeline) -> Execution:
+            execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
             self.heartbeat(ttl, pipeline=pipeline)
             job.heartbeat(now(), ttl, pipeline=pipeline)
@@ -543,9 +544,9 @@ class ForemanWorker(SimpleWorker):
                 pipeline.lrem(
                     Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id
                 )
+            return execution
 
-        rq_writes.write_atomically(self.connection, write)
-        execution = created[0]
+        execution = rq_writes.write_atomically(self.connection, write)
         self.executions[execution.id] = execution
         return execution
 

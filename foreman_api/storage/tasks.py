@@ -327,14 +327,14 @@ async def list_tasks(
     db: Database,
     *,
     org_id: str,
-    run_id: uuid.UUID | None,
-    parent_task_id: uuid.UUID | None,
-    status: TaskStatus | None,
-    type: str | None,
+    run_id: uuid.UUID | None = None,
+    parent_task_id: uuid.UUID | None = None,
+    status: TaskStatus | None = None,
+    type: str | None = None,
     limit: int,
-    offset: int,
-    sort_by: TimeSortBy,
-    sort_order: SortOrder,
+    offset: int = 0,
+    sort_by: TimeSortBy = "createdAt",
+    sort_order: SortOrder = "asc",
 ) -> tuple[Sequence[Row], int]:
     """One page of tasks and the total matching, from one snapshot. Ties break on id.
 

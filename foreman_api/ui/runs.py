@@ -116,16 +116,7 @@ async def run_page(
     row = await run_storage.get_run(viewer.db, org_id=viewer.org_id, run_id=parse_id(run_id))
     run = wire(Run, row)
     task_rows, task_total = await task_storage.list_tasks(
-        viewer.db,
-        org_id=viewer.org_id,
-        run_id=run.id,
-        parent_task_id=None,
-        status=None,
-        type=None,
-        limit=MAX_TASKS_SHOWN,
-        offset=0,
-        sort_by="createdAt",
-        sort_order="asc",
+        viewer.db, org_id=viewer.org_id, run_id=run.id, limit=MAX_TASKS_SHOWN
     )
     tree = task_tree([wire(Task, task) for task in task_rows])
     context = base_context(

@@ -38,16 +38,7 @@ async def task_page(request: Request, viewer: SignedIn, task_id: str) -> Respons
         )
         parent = wire(Task, parent_row)
     child_rows, child_total = await task_storage.list_tasks(
-        viewer.db,
-        org_id=viewer.org_id,
-        run_id=None,
-        parent_task_id=task.id,
-        status=None,
-        type=None,
-        limit=CHILDREN_SHOWN,
-        offset=0,
-        sort_by="createdAt",
-        sort_order="asc",
+        viewer.db, org_id=viewer.org_id, parent_task_id=task.id, limit=CHILDREN_SHOWN
     )
     tried = await attempts.list_attempts(viewer.db, org_id=viewer.org_id, task_id=task.id)
     context = base_context(
