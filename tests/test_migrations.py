@@ -184,3 +184,23 @@ def test_run_data_loses_its_foreign_keys_and_gets_them_back(fresh_engine: sa.Eng
 
     migrate(engine, "0008", down=True)
     assert _run_data_keys(engine) == {("run_id", "runs"), ("task_id", "tasks")}
+
+
+def test_run_data_tags_lose_their_foreign_key_and_get_it_back(fresh_engine: sa.Engine) -> None:
+    """0010 drops the key from tag rows to their entry (the deletes remove tags themselves)
+    on both backends; downgrading restores it, with its cascade."""
+    engine = fresh_engine
+
+    def keys() -> list[tuple[str, str, str | None]]:
+        found = sa.inspect(engine).get_foreign_keys("run_data_tags")
+        return [
+            (k["constrained_columns"][0], k["referred_table"], k["options"].get("ondelete"))
+            for k in found
+        ]
+
+    migrate(engine, "0009")
+    assert keys() == [("run_data_seq", "run_data", "CASCADE")]
+    migrate(engine, "head")
+    assert keys() == []
+    migrate(engine, "0009", down=True)
+    assert keys() == [("run_data_seq", "run_data", "CASCADE")]

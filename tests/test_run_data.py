@@ -424,6 +424,21 @@ def test_delete_by_id_repromotes_latest(api: Api, auth: dict[str, str]) -> None:
     assert delete(first["id"]) == {"deleted": 1}
 
 
+def test_delete_by_id_removes_its_tags(api: Api, auth: dict[str, str]) -> None:
+    run_id = make_run(api)
+    gone = put(api, auth, run_id, "k", 1, tags=["t", "u"])
+    put(api, auth, run_id, "k", 2, tags=["t"])
+    response = api.client.delete(
+        f"{BASE}/runs/{run_id}/data", params={"id": gone["id"]}, headers=auth
+    )
+    assert response.json() == {"deleted": 1}
+    assert values_of(get(api, auth, run_id, {"tags": "t", "includeAll": True})) == [2]
+    assert get(api, auth, run_id, {"tags": "u", "includeAll": True})["data"] == []
+    with api.engine.connect() as conn:
+        tags = conn.execute(sa.select(run_data_tags.c.tag)).scalars().all()
+    assert tags == ["t"]
+
+
 @pytest.mark.parametrize(
     "params", [{}, {"key": "k", "id": str(uuid.UUID(int=1))}, {"id": "nope"}, {"key": ""}]
 )

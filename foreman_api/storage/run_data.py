@@ -315,28 +315,38 @@ _LOCK_LATEST = sa.select(LATEST.c.seq).where(*_LATEST_OF_KEY).with_for_update()
 """The key's latest seq, its row locked: writers of the key wait (no-op on SQLite)."""
 _DELETE_LATEST = LATEST.delete().where(*_LATEST_OF_KEY)
 _SET_LATEST = LATEST.update().where(*_LATEST_OF_KEY).values(seq=_param("p_seq", LATEST.c.seq))
-_DELETE_KEY = RD.delete().where(RD.c.run_id == _RUN_ID, RD.c.key == _param("p_key", RD.c.key))
+_OF_KEY = (RD.c.run_id == _RUN_ID, RD.c.key == _param("p_key", RD.c.key))
+_DELETE_KEY_TAGS = TAGS.delete().where(
+    TAGS.c.run_data_seq.in_(sa.select(RD.c.seq).where(*_OF_KEY)),
+    TAGS.c.run_id == _param("p_run_id", TAGS.c.run_id),
+)
+_DELETE_KEY = RD.delete().where(*_OF_KEY)
 _KEY_OF_ENTRY = sa.select(RD.c.key).where(
     RD.c.id == _param("p_entry_id", RD.c.id),
     RD.c.run_id == _RUN_ID,
     _param("p_org_id", runs.c.org_id) == _RUN_ORG,
 )
 _DELETE_ENTRY = RD.delete().where(RD.c.id == _param("p_entry_id", RD.c.id)).returning(RD.c.seq)
+_DELETE_ENTRY_TAGS = TAGS.delete().where(
+    TAGS.c.run_data_seq == _param("p_seq", TAGS.c.run_data_seq)
+)
 
 
 async def delete_by_key(db: Database, *, org_id: str, run_id: uuid.UUID, key: str) -> int:
-    """Delete every entry of ``key``; returns how many. Tag rows cascade."""
+    """Delete every entry of ``key`` and their tags; returns how many entries."""
     by_key = {"p_run_id": run_id, "p_key": key}
     async with db.transaction(write=True) as tx:
         await _check(tx, org_id=org_id, run_id=run_id)
         await tx.run(_LOCK_LATEST, by_key)  # first: a concurrent write is then seen or waits
+        await tx.run(_DELETE_KEY_TAGS, by_key)
         deleted = await tx.run(_DELETE_KEY, by_key)
         await tx.run(_DELETE_LATEST, by_key)
         return deleted
 
 
 async def delete_by_id(db: Database, *, org_id: str, run_id: uuid.UUID, entry_id: uuid.UUID) -> int:
-    """Delete one entry (0 or 1); if it was its key's latest, the newest remaining is."""
+    """Delete one entry (0 or 1) and its tags; if it was its key's latest, the newest
+    remaining is."""
     async with db.transaction(write=True) as tx:
         params = {"p_entry_id": entry_id, "p_run_id": run_id, "p_org_id": org_id}
         key = await tx.scalar(_KEY_OF_ENTRY, params)
@@ -348,6 +358,7 @@ async def delete_by_id(db: Database, *, org_id: str, run_id: uuid.UUID, entry_id
         seq = await tx.scalar(_DELETE_ENTRY, {"p_entry_id": entry_id})
         if seq is None:
             return 0  # deleted meanwhile by another writer
+        await tx.run(_DELETE_ENTRY_TAGS, {"p_seq": seq})
         if seq == latest:
             newest = await tx.scalar(_NEWEST, by_key)
             if newest is None:

@@ -203,12 +203,9 @@ run_data_latest = sa.Table(
 run_data_tags = sa.Table(
     "run_data_tags",
     metadata,
-    sa.Column(
-        "run_data_seq",
-        SEQ_TYPE,
-        sa.ForeignKey("run_data.seq", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    # The entry's seq; no foreign key (migration 0010): the statements that write an entry
+    # write its tags, and the deletes of entries delete theirs.
+    sa.Column("run_data_seq", SEQ_TYPE, primary_key=True),
     sa.Column("tag", literal_text(255), primary_key=True),
     sa.Column("run_id", UUID_TYPE, nullable=False),
     sa.Index("ix_run_data_tags_run_tag", "run_id", "tag", "run_data_seq"),
