@@ -12,6 +12,7 @@ working against a newer server.
 from __future__ import annotations
 
 import math
+import types
 import typing
 import uuid
 from dataclasses import dataclass
@@ -125,6 +126,16 @@ Json = Annotated[JsonValue, AfterValidator(_check_json)]
 
 Text = Annotated[str, AfterValidator(_check_text)]
 Metadata = Annotated[dict[str, JsonValue], AfterValidator(_check_json)]
+
+
+def allowed_types(annotation: Any) -> list[Any]:
+    """The types an annotation allows: ``X | None`` → [X, None], ``Annotated[X, …]`` → [X]."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return allowed_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in allowed_types(arg)]
+    return [annotation]
 
 
 def format_timestamp(value: datetime) -> str:

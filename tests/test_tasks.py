@@ -353,6 +353,40 @@ def test_list_tasks_sorting_and_pages(api: Api, auth: dict[str, str]) -> None:
     assert page(sortBy="updatedAt")["data"][0]["id"] == created[3]["id"]
 
 
+def test_a_listed_task_reads_as_it_does_alone(api: Api, auth: dict[str, str]) -> None:
+    """A page of tasks (on PostgreSQL written by the database as JSON) holds each task as
+    its own GET does (rows encoded by the API): every field, awkward values included."""
+    run = create_run(api, auth)
+    awkward = {
+        "text": "é 😀 \"quoted\" \\ tab\t",
+        "big": 12345678901234567890123,
+        "floats": [0.1, 1e-7, 3.25],
+        "nested": {"b": [1, {"a": None}], "a": True},
+    }
+    parent = create_task(api, auth, run["id"], inputData=awkward, metadata={"owner": "ü"})
+    child = create_task(
+        api, auth, run["id"], parentTaskId=parent["id"], inputData=[1, "two"], maxRetries=5
+    )
+    keyed = create_task(api, auth, run["id"], idempotencyKey="k-1", queue="q", inputData=None)
+    claim = {"status": "running", "queueJobId": "job-1", "leaseSeconds": 30, "workerId": "w"}
+    assert patch_task(api, auth, parent["id"], **claim).status_code == 200
+    done = {"status": "completed", "outputData": awkward, "queueJobId": "job-1"}
+    assert patch_task(api, auth, parent["id"], **done).status_code == 200
+    assert patch_task(api, auth, child["id"], status="running").status_code == 200
+    retry = {"status": "retrying", "retryDelay": 60, "errorData": {"type": "E", "message": "é"}}
+    assert patch_task(api, auth, child["id"], **retry).status_code == 200
+    assert patch_task(api, auth, keyed["id"], status="cancelled").status_code == 200
+
+    response = api.client.get(TASKS, headers=auth, params={"runId": run["id"], "limit": 10})
+    assert response.status_code == 200
+    listed = response.json()["data"]
+    assert [t["id"] for t in listed] == [keyed["id"], child["id"], parent["id"]]
+    for task in listed:
+        assert task == get_task(api, auth, task["id"])
+    assert listed[2]["outputData"] == awkward
+    assert listed[1]["retryAt"] is not None and listed[2]["durationMs"] is not None
+
+
 @pytest.mark.parametrize(
     "params",
     [

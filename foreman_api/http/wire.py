@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import enum
 import json
-import types
-import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -22,7 +20,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from foreman_api.schemas import format_timestamp
+from foreman_api.schemas import allowed_types, format_timestamp
 
 Convert = Callable[[Any], Any] | None
 
@@ -76,7 +74,7 @@ def dumps(value: Any) -> bytes:
 
 def _converter(annotation: Any) -> Convert:
     """How to write a value of ``annotation`` (None: as it is)."""
-    for option in _options(annotation):
+    for option in allowed_types(annotation):
         if option is datetime:
             return format_timestamp
         if option is uuid.UUID:
@@ -84,16 +82,6 @@ def _converter(annotation: Any) -> Convert:
         if isinstance(option, type) and issubclass(option, enum.Enum):
             return _enum_value
     return None
-
-
-def _options(annotation: Any) -> list[Any]:
-    """The types an annotation allows: ``X | None`` → [X, None], ``Annotated[X, …]`` → [X]."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _options(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [t for arg in typing.get_args(annotation) for t in _options(arg)]
-    return [annotation]
 
 
 def _enum_value(value: Any) -> Any:

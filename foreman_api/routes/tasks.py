@@ -102,7 +102,7 @@ async def list_tasks(call: Call) -> Reply:
     A ``runId`` or ``parentTaskId`` that names nothing of the caller's is a ``404``.
     """
     query: TaskListQuery = call.query
-    rows, total = await storage.list_tasks(
+    page = await storage.list_tasks(
         call.db,
         org_id=call.org_id,
         run_id=query.run_id,
@@ -113,8 +113,12 @@ async def list_tasks(call: Call) -> Reply:
         offset=query.offset,
         sort_by=query.sort_by,
         sort_order=query.sort_order,
+        as_json=True,
     )
-    return Reply(TASK.encode_page(rows, total=total, limit=query.limit, offset=query.offset))
+    paging = {"total": page.total, "limit": query.limit, "offset": query.offset}
+    if page.json is not None:
+        return Reply(TASK.encode_built_page(page.json, **paging))
+    return Reply(TASK.encode_page(page.rows, **paging))
 
 
 @endpoints.get(

@@ -17,11 +17,16 @@ def task_from_row(row: Mapping[Any, Any]) -> Task:
     return Task.model_validate(row if isinstance(row, dict) else dict(row))
 
 
+def sort_column(sort_by: TimeSortBy) -> str:
+    """The column a ``createdAt``/``updatedAt`` sort orders by."""
+    return "created_at" if sort_by == "createdAt" else "updated_at"
+
+
 def stable_order(
     table: sa.Table, sort_by: TimeSortBy, sort_order: SortOrder
 ) -> list[sa.UnaryExpression[Any]]:
     """ORDER BY the ``createdAt``/``updatedAt`` column, ties broken by id, for stable pages."""
-    column = table.c["created_at" if sort_by == "createdAt" else "updated_at"]
+    column = table.c[sort_column(sort_by)]
     if sort_order == "desc":
         return [column.desc(), table.c.id.desc()]
     return [column.asc(), table.c.id.asc()]

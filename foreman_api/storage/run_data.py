@@ -44,6 +44,7 @@ from foreman_api.domain.run_data_query import (
     RunDataQuery,
     TextRange,
 )
+from foreman_api.storage.json_pages import RecordPage
 from foreman_api.storage.run_data_json import (
     RUN_ID_TEXT,
     postgres_page,
@@ -59,16 +60,6 @@ LATEST = run_data_latest
 _COLUMNS = [c for c in RD.c if c.name != "seq"]
 _RETURNED = [RD.c.seq, *_COLUMNS]
 _BOUND = [c.name for c in _COLUMNS]
-
-
-@dataclass(frozen=True, slots=True)
-class RecordPage:
-    rows: list[Row]
-    """The entries, as dicts of their columns (none when ``json`` holds them)."""
-    total: int
-    json: str | bytes | None = None
-    """The entries as the response's JSON array, written by the database (none when
-    ``rows`` holds them)."""
 
 
 def _param(name: str, column: sa.ColumnElement[Any]) -> sa.BindParameter[Any]:
@@ -535,8 +526,7 @@ def _statements(shape: RunDataQuery, dialect: str) -> _Statements:
     # The count is an uncorrelated subquery: evaluated once, from the page's snapshot.
     counted_page = page.add_columns(total).where(RD.c.org_id == _param("p_org_id", RD.c.org_id))
     if dialect == "postgresql":
-        sort = [column.name for column in _sort_columns(shape)]
-        json_page = postgres_page(counted_page, sort, shape.sort_order == "desc")
+        json_page = postgres_page(counted_page, _sort_columns(shape), shape.sort_order == "desc")
     else:
         json_page = sqlite_entries(counted_page, total)
     return _Statements(

@@ -42,46 +42,31 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from foreman_api.db.base import Row
 from foreman_api.schemas import RunData
+from foreman_api.storage import json_pages
 from foreman_api.storage.tables import run_data as RD
 
-WIRE_FIELDS = [(field.alias or name, name) for name, field in RunData.model_fields.items()]
+WIRE_FIELDS = json_pages.wire_fields(RunData)
 """(JSON name, column) of each field of an entry in a response."""
-_TIMES = ("created_at", "updated_at")
+_TIMES = json_pages.time_fields(RunData)
 _UUIDS = ("id", "run_id", "task_id")
 _DOCUMENTS = ("value", "tags", "metadata")
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------
 
-_ISO_UTC_MS: sa.ColumnElement[str] = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
-"""to_char's pattern for the API's timestamps (``2026-11-26T02:32:49.123Z``)."""
-
 
 def postgres_page(
-    counted_page: sa.Select[Any], sort: Sequence[str], descending: bool
+    counted_page: sa.Select[Any], sort: Sequence[sa.Column[Any]], descending: bool
 ) -> sa.Select[Any]:
     """``counted_page`` (entry columns and ``total``) as one row: ``data``, the entries as
     the response's JSON array in page order (sorted by the ``sort`` columns), and ``total``;
-    both NULL for an empty page."""
-    inner = counted_page.add_columns(
-        RD.c.seq.label("o_seq"), RD.c.updated_at.label("o_updated_at")
-    ).subquery("page")
-    by_name = {"seq": inner.c.o_seq, "updated_at": inner.c.o_updated_at, "key": inner.c.key}
-    order = [by_name[name].desc() if descending else by_name[name].asc() for name in sort]
-    fields: list[Any] = []
-    for alias, name in WIRE_FIELDS:
-        column: Any = inner.c[name]
-        if name in _TIMES:
-            column = sa.func.to_char(sa.func.timezone("UTC", column), _ISO_UTC_MS)
-        fields.extend([sa.literal(alias), column])
-    entry = sa.func.json_build_object(*fields)
-    entries = sa.func.json_agg(postgresql.aggregate_order_by(entry, *order))
-    data: sa.ColumnElement[Any] = sa.cast(entries, sa.Text).label("data")
-    return sa.select(data, sa.func.max(inner.c.total).label("total"))
+    both NULL for an empty page (:func:`.json_pages.postgres_page`)."""
+    return json_pages.postgres_page(
+        counted_page, fields=WIRE_FIELDS, times=_TIMES, order=sort, descending=descending
+    )
 
 
 # ---- SQLite ----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ on the request path's :class:`~foreman_api.db.Database`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -25,9 +24,11 @@ from foreman_api.schemas import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE,
     TERMINAL_RUN_STATUSES,
+    Task,
     TaskStatus,
 )
-from foreman_api.storage.rows import paged_statements
+from foreman_api.storage.json_pages import RecordPage, postgres_page, time_fields, wire_fields
+from foreman_api.storage.rows import paged_statements, sort_column
 from foreman_api.storage.runs import GET_RUN, reopened, run_not_found
 from foreman_api.storage.tables import runs, tasks
 from foreman_api.storage.workers import TYPE_OPTIONS, live_since
@@ -335,13 +336,16 @@ async def list_tasks(
     offset: int = 0,
     sort_by: TimeSortBy = "createdAt",
     sort_order: SortOrder = "asc",
-) -> tuple[Sequence[Row], int]:
+    as_json: bool = False,
+) -> RecordPage:
     """One page of tasks and the total matching, from one snapshot. Ties break on id.
+    With ``as_json``, on PostgreSQL, the page is the response's JSON array written by the
+    database (:mod:`.json_pages`) instead of rows.
 
     A ``run_id`` or ``parent_task_id`` filter naming nothing in ``org_id`` is a ``404``
     (another organisation's run is indistinguishable from no run), not an empty page.
     """
-    page, count = _list_statements(
+    page, count, json_page = _list_statements(
         run_id is not None,
         parent_task_id is not None,
         status is not None,
@@ -360,9 +364,14 @@ async def list_tasks(
     }
     # The common case is one statement: the page carries the total (one snapshot), and a
     # task of the page proves the filtered run or parent is the caller's.
-    rows = await db.all(page, params)
-    if rows:
-        return rows, int(rows[0]["total"])
+    if as_json and db.dialect == "postgresql":
+        built = await db.one(json_page, params)
+        if built is not None and built["data"] is not None:
+            return RecordPage([], int(built["total"]), built["data"])
+    else:
+        rows = await db.all(page, params)
+        if rows:
+            return RecordPage(rows, int(rows[0]["total"]))
     async with db.transaction(isolation="repeatable read") as tx:
         if run_id is not None and (
             await tx.one(GET_RUN, {"p_run_id": run_id, "p_org_id": org_id}) is None
@@ -373,7 +382,7 @@ async def list_tasks(
         ):
             raise task_not_found(parent_task_id)
         total = await tx.scalar(count, params)  # an offset past the end: still say how many
-    return [], int(total)
+    return RecordPage([], int(total))
 
 
 @lru_cache(maxsize=64)
@@ -384,8 +393,21 @@ def _list_statements(
     by_type: bool,
     sort_by: TimeSortBy,
     sort_order: SortOrder,
-) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """The page (rows carry ``total``) and count statements of a task list (built once)."""
+) -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
+    """The page (rows carry ``total``), count and PostgreSQL JSON page statements of a task
+    list (built once)."""
     filters = {"run_id": by_run, "parent_task_id": by_parent, "status": by_status, "type": by_type}
     columns = ("org_id", *(column for column, present in filters.items() if present))
-    return paged_statements(tasks, columns, sort_by, sort_order)
+    page, count = paged_statements(tasks, columns, sort_by, sort_order)
+    json_page = postgres_page(
+        page,
+        fields=_WIRE_FIELDS,
+        times=_TIMES,
+        order=[tasks.c[sort_column(sort_by)], tasks.c.id],
+        descending=sort_order == "desc",
+    )
+    return page, count, json_page
+
+
+_WIRE_FIELDS = wire_fields(Task)
+_TIMES = time_fields(Task)

@@ -115,17 +115,17 @@ async def run_page(
     viewer.principal.require(Permission.TASKS_READ)
     row = await run_storage.get_run(viewer.db, org_id=viewer.org_id, run_id=parse_id(run_id))
     run = wire(Run, row)
-    task_rows, task_total = await task_storage.list_tasks(
+    tasks = await task_storage.list_tasks(
         viewer.db, org_id=viewer.org_id, run_id=run.id, limit=MAX_TASKS_SHOWN
     )
-    tree = task_tree([wire(Task, task) for task in task_rows])
+    tree = task_tree([wire(Task, task) for task in tasks.rows])
     context = base_context(
         request,
         viewer,
         run=run,
         tree=tree,
         bars=timeline(tree),
-        task_total=task_total,
+        task_total=tasks.total,
         data=await _run_data(viewer, run, key, tag),
         data_filter={"key": key, "tag": tag},
         live=run_live(run),

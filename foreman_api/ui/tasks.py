@@ -37,7 +37,7 @@ async def task_page(request: Request, viewer: SignedIn, task_id: str) -> Respons
             viewer.db, org_id=viewer.org_id, task_id=task.parent_task_id
         )
         parent = wire(Task, parent_row)
-    child_rows, child_total = await task_storage.list_tasks(
+    children = await task_storage.list_tasks(
         viewer.db, org_id=viewer.org_id, parent_task_id=task.id, limit=CHILDREN_SHOWN
     )
     tried = await attempts.list_attempts(viewer.db, org_id=viewer.org_id, task_id=task.id)
@@ -46,8 +46,8 @@ async def task_page(request: Request, viewer: SignedIn, task_id: str) -> Respons
         viewer,
         task=task,
         parent=parent,
-        children=[wire(Task, row) for row in child_rows],
-        child_total=child_total,
+        children=[wire(Task, row) for row in children.rows],
+        child_total=children.total,
         attempts=[wire(Attempt, row) for row in tried],
         input_json=json.dumps(task.input_data, indent=2, ensure_ascii=False),
         live=task_live(task),
