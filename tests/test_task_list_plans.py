@@ -73,7 +73,7 @@ def test_a_runs_task_list_seeks_the_runs_index(
     unanalysed: tuple[sa.Engine, uuid.UUID], by_status: bool
 ) -> None:
     engine, run_id = unanalysed
-    page, count = _list_statements(True, False, by_status, False, "createdAt", "desc")
+    page, count, _ = _list_statements(True, False, by_status, False, "createdAt", "desc")
     params = {
         "p_org_id": "o",
         "p_run_id": run_id,
@@ -94,7 +94,7 @@ def test_an_organisations_task_list_still_uses_its_index(
     unanalysed: tuple[sa.Engine, uuid.UUID],
 ) -> None:
     engine, _ = unanalysed
-    page, _ = _list_statements(False, False, True, False, "createdAt", "desc")
+    page, _, _ = _list_statements(False, False, True, False, "createdAt", "desc")
     params = {"p_org_id": "o", "p_status": "pending", "p_limit": 20, "p_offset": 0}
     plan = _plan(engine, page.params(params))
     assert "ix_tasks_org_status_created" in plan, plan
