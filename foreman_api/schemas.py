@@ -36,6 +36,7 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -136,6 +137,11 @@ def allowed_types(annotation: Any) -> list[Any]:
     if origin in (typing.Union, types.UnionType):
         return [t for arg in typing.get_args(annotation) for t in allowed_types(arg)]
     return [annotation]
+
+
+def wire_name(name: str, field: FieldInfo) -> str:
+    """The name field ``name`` has in a response's JSON (its camelCase alias)."""
+    return field.serialization_alias or field.alias or name
 
 
 def format_timestamp(value: datetime) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from foreman_api.schemas import allowed_types, format_timestamp
+from foreman_api.schemas import allowed_types, format_timestamp, wire_name
 
 Convert = Callable[[Any], Any] | None
 
@@ -32,7 +32,7 @@ class RowEncoder:
         self.model = model
         self._fields: list[tuple[str, str, Convert, Any]] = []
         for name, field in model.model_fields.items():
-            alias = field.serialization_alias or field.alias or name
+            alias = wire_name(name, field)
             default = None if field.is_required() else field.get_default(call_default_factory=True)
             self._fields.append((name, alias, _converter(field.annotation), default))
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from sqlalchemy.dialects import postgresql
 
 from foreman_api.db.base import Row
-from foreman_api.schemas import allowed_types
+from foreman_api.schemas import allowed_types, wire_name
 
 ISO_UTC_MS: sa.ColumnElement[str] = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
 """to_char's pattern for the API's timestamps (``2026-11-26T02:32:49.123Z``)."""
@@ -45,10 +45,7 @@ class RecordPage:
 
 def wire_fields(model: type[BaseModel]) -> list[tuple[str, str]]:
     """(JSON name, column) of each field of ``model`` in a response."""
-    return [
-        (field.serialization_alias or field.alias or name, name)
-        for name, field in model.model_fields.items()
-    ]
+    return [(wire_name(name, field), name) for name, field in model.model_fields.items()]
 
 
 def time_fields(model: type[BaseModel]) -> frozenset[str]:
