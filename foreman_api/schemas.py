@@ -329,22 +329,6 @@ class TaskUpdate(_Request):
     )
 
 
-class TaskUpdateItem(TaskUpdate):
-    task_id: uuid.UUID = Field(description="The task this update applies to.")
-
-
-MAX_TASK_UPDATES = 10
-"""The most updates one ``POST /tasks/updates`` applies."""
-
-
-class TaskUpdates(_Request):
-    updates: list[TaskUpdateItem] = Field(
-        min_length=1,
-        max_length=MAX_TASK_UPDATES,
-        description="Applied in order, each on its own, as if each were its own PATCH.",
-    )
-
-
 class TaskHeartbeat(_Request):
     queue_job_id: JobId
     lease_seconds: LeaseSeconds
@@ -708,16 +692,6 @@ class ErrorBody(_Response):
     error: str
     code: str
     details: list[ErrorDetail] = Field(default_factory=list)
-
-
-class TaskUpdateResult(_Response):
-    status: int = Field(description="The status this update's own PATCH would have had.")
-    task: Task | None = Field(default=None, description="The task after the update (2xx).")
-    error: ErrorBody | None = Field(default=None, description="Why it was refused (4xx).")
-
-
-class TaskUpdateResults(_Response):
-    results: list[TaskUpdateResult] = Field(description="One per update, in order.")
 
 
 class Health(_Response):

@@ -99,8 +99,6 @@ class AsyncForemanClient(ClientBase):
 
     update_task = async_method(_calls.update_task)
 
-    update_tasks = async_method(_calls.update_tasks)
-
     retry_task = async_method(_calls.retry_task)
 
     retry_run = async_method(_calls.retry_run)

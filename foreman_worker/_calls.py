@@ -13,7 +13,7 @@ the SDK keeps no second copy of the wire shapes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -47,8 +47,6 @@ from foreman_api.schemas import (
     TaskRetryFilter,
     TaskStatus,
     TaskUpdate,
-    TaskUpdateResults,
-    TaskUpdates,
     Worker,
     WorkerRegistration,
 )
@@ -301,15 +299,6 @@ def update_task(
         worker_id=worker_id,
     )
     return Call("PATCH", path, _parse_model(Task), body=body)
-
-
-def update_tasks(updates: Sequence[Mapping[str, Any]]) -> Call[TaskUpdateResults]:
-    """Apply up to 10 task updates in one request, in order, each as :func:`update_task`
-    would (``task_id`` plus its keyword arguments, e.g. ``{"task_id": t, "status":
-    "completed", "queue_job_id": j}``). Each result has the status, and the task or the
-    error, that update's own request would have had; one refused stops nothing else."""
-    body = _body(TaskUpdates, updates=[dict(update) for update in updates])
-    return Call("POST", f"{API_PREFIX}/tasks/updates", _parse_model(TaskUpdateResults), body=body)
 
 
 def retry_task(task_id: Id, *, input_data: Any = UNSET) -> Call[Task]:

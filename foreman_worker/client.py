@@ -201,8 +201,6 @@ class ForemanClient(ClientBase):
 
     update_task = sync_method(_calls.update_task)
 
-    update_tasks = sync_method(_calls.update_tasks)
-
     retry_task = sync_method(_calls.retry_task)
 
     retry_run = sync_method(_calls.retry_run)

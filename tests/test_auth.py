@@ -50,12 +50,6 @@ ROUTES = [
     Route("PATCH", TASKS + "/{task}", Permission.TASKS_UPDATE, {"metadata": {"x": 1}}),
     Route(
         "POST",
-        TASKS + "/updates",
-        Permission.TASKS_UPDATE,
-        {"updates": [{"taskId": "{task}", "metadata": {"x": 1}}]},
-    ),
-    Route(
-        "POST",
         TASKS + "/{claimed}/heartbeat",
         Permission.TASKS_UPDATE,
         {"queueJobId": "job-w", "leaseSeconds": 30},
@@ -97,8 +91,6 @@ class World:
             return value
         if isinstance(value, dict):
             return {k: self.fill(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.fill(v) for v in value]
         return value
 
     def call(self, api: Api, route: Route, headers: dict[str, str]) -> Any:

@@ -291,59 +291,6 @@ CASES = [
         check=lambda d: d.queue_job_id == "job-1",
     ),
     Case(
-        "update_tasks: a completion and the next claim",
-        lambda c: c.update_tasks(
-            [
-                {
-                    "task_id": TASK_ID,
-                    "status": "completed",
-                    "output_data": {"n": 1},
-                    "queue_job_id": "job-1",
-                },
-                {
-                    "task_id": PARENT_ID,
-                    "status": "running",
-                    "queue_job_id": "job-2",
-                    "lease_seconds": 30,
-                },
-            ]
-        ),
-        "POST",
-        "/api/v1/tasks/updates",
-        httpx.Response(
-            200,
-            json={
-                "results": [
-                    {"status": 200, "task": task_json(status="completed")},
-                    {"status": 409, "error": {"error": "held", "code": "stale_claim"}},
-                ]
-            },
-        ),
-        body={
-            "updates": [
-                {
-                    "taskId": TASK_ID,
-                    "status": "completed",
-                    "outputData": {"n": 1},
-                    "queueJobId": "job-1",
-                },
-                {
-                    "taskId": PARENT_ID,
-                    "status": "running",
-                    "queueJobId": "job-2",
-                    "leaseSeconds": 30,
-                },
-            ]
-        },
-        check=lambda d: (
-            [r.status for r in d.results] == [200, 409]
-            and d.results[0].task is not None
-            and d.results[0].task.status is TaskStatus.COMPLETED
-            and d.results[1].error is not None
-            and d.results[1].error.code == "stale_claim"
-        ),
-    ),
-    Case(
         "update_task explicit nulls",
         lambda c: c.update_task(TASK_ID, output_data=None, metadata=None),
         "PATCH",

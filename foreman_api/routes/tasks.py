@@ -7,12 +7,6 @@ including the claim's compare-and-set. Served by :mod:`foreman_api.http`.
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
-from foreman_api.db.base import Row
-from foreman_api.domain.errors import DomainError
-from foreman_api.errors import ApiError, as_api_error
 from foreman_api.http.call import Call, Reply, reply
 from foreman_api.http.endpoints import Endpoints
 from foreman_api.http.wire import RowEncoder, dumps
@@ -33,8 +27,6 @@ from foreman_api.schemas import (
     TaskRetryFilter,
     TaskStatus,
     TaskUpdate,
-    TaskUpdateResults,
-    TaskUpdates,
     WaitingTask,
 )
 from foreman_api.storage import attempts, recovery, retries
@@ -190,60 +182,23 @@ async def update_task(call: Call) -> Reply:
     ``completed``/``failed`` raise the run's counters in the same transaction.
     """
     path: TaskPath = call.path
-    return Reply(TASK.encode(await _apply(call, path.task_id, call.body)))
-
-
-_NOT_CHANGES = frozenset({"status", "lease_seconds", "retry_delay", "worker_id", "task_id"})
-
-
-async def _apply(call: Call, task_id: uuid.UUID, body: TaskUpdate) -> Row:
-    """One task update (a PATCH's body) of the caller's organisation; the task after it."""
-    changes = {name: getattr(body, name) for name in body.model_fields_set - _NOT_CHANGES}
-    return await updates.update_task(
+    body: TaskUpdate = call.body
+    changes = {
+        name: getattr(body, name)
+        for name in body.model_fields_set
+        if name not in ("status", "lease_seconds", "retry_delay", "worker_id")
+    }
+    row = await updates.update_task(
         call.db,
         org_id=call.org_id,
-        task_id=task_id,
+        task_id=path.task_id,
         status=body.status,
         changes=changes,
         lease_seconds=body.lease_seconds,
         retry_delay=body.retry_delay,
         worker_id=body.worker_id,
     )
-
-
-@endpoints.post(
-    "/tasks/updates",
-    Permission.TASKS_UPDATE,
-    body=TaskUpdates,
-    response=TaskUpdateResults,
-    summary="Apply several task updates in one request",
-)
-async def update_tasks(call: Call) -> Reply:
-    """Apply up to 10 task updates, in order, each exactly as its own ``PATCH
-    /tasks/{taskId}`` would be (same rules, fencing and idempotent repeats), in one round
-    trip: a worker completes one task and claims the next with one request.
-
-    Each update stands alone: one refused (``404``, ``409``, ``400``) does not undo or
-    stop the others, and its result carries the status and error body its own PATCH would
-    have had. The answer is ``200`` with one result per update. Only a refusal of the
-    whole request (authentication, permission, a malformed body, an unreachable database)
-    answers with an error status; updates applied before a database outage stay applied,
-    and repeating them is harmless.
-    """
-    body: TaskUpdates = call.body
-    results: list[dict[str, Any]] = []
-    for update in body.updates:
-        try:
-            row = await _apply(call, update.task_id, update)
-        except ApiError:
-            raise  # not the update's own refusal: the whole request's
-        except DomainError as exc:
-            error = as_api_error(exc)
-            refused = {"error": error.message, "code": error.code, "details": error.details}
-            results.append({"status": error.status_code, "error": refused})
-        else:
-            results.append({"status": 200, "task": TASK.wire(row)})
-    return Reply(dumps({"results": results}))
+    return Reply(TASK.encode(row))
 
 
 @endpoints.post(
