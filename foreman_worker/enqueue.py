@@ -146,16 +146,17 @@ def put_on_queue(
         on_failure=Callback(ON_JOB_FAILURE),
         description=f"foreman task {task_id}",
     )
-    if wait > 0:
+
+    def write(pipe: Pipeline) -> object:
+        if wait <= 0:
+            return rq.enqueue_job(job, pipe, at_front=at_front)
         job.enqueue_at_front = at_front
         # RQ keeps due times in whole seconds, rounded down: round up instead, or the job
         # would come before the retry is due.
         due = datetime.fromtimestamp(math.ceil(time.time() + wait), UTC)
-        commands, _ = rq_writes.recorded(conn, lambda pipe: rq.schedule_job(job, due, pipe))
-    else:
-        commands, _ = rq_writes.recorded(
-            conn, lambda pipe: rq.enqueue_job(job, pipe, at_front=at_front)
-        )
+        return rq.schedule_job(job, due, pipe)
+
+    commands, _ = rq_writes.recorded(conn, write)
     args: list[Any] = [job_id, MARKER_TTL + int(wait), running_job or "", rq_queue]
     args += [Job.redis_job_namespace_prefix, *rq_writes.packed(commands)]
     pushed = _PUT_SCRIPT(conn, keys=[marker], args=args)
@@ -206,12 +207,6 @@ redis.call('SET', marker, job_id, 'EX', ttl)
 queue, RQ's job key prefix, then RQ's commands (:func:`rq_writes.packed`). A marker naming
 a job that is still waiting on that queue wins (nothing is written); otherwise the marker
 names the new job and RQ's commands run."""
-
-
-def job_is_waiting(conn: Redis | Pipeline, job_id: str, rq_queue: str) -> bool:
-    """Whether job ``job_id`` exists, still waits to run, and on queue ``rq_queue``."""
-    status, origin = conn.hmget(f"rq:job:{job_id}", ["status", "origin"])
-    return is_waiting_job(status, origin, rq_queue)
 
 
 def is_waiting_job(status: bytes | str | None, origin: bytes | str | None, rq_queue: str) -> bool:

@@ -25,7 +25,7 @@ from rq.suspension import resume, suspend
 
 from foreman_api.schemas import Task, TaskStatus
 from foreman_worker import Fail, Retry, TaskContext, shutdown
-from foreman_worker.enqueue import job_is_waiting
+from foreman_worker.enqueue import is_waiting_job
 from foreman_worker.lease import LeaseKeeper
 from foreman_worker.registry import Backoff
 from foreman_worker.runner import (
@@ -455,7 +455,8 @@ def test_enqueued_job_runs_on_a_worker_once(world: World) -> None:
     done = world.get(task)
     assert done.status is TaskStatus.COMPLETED and done.output_data == "ok"
     marker = world.marker(task)  # left to expire: its job ran, so it blocks nothing
-    assert marker is not None and not job_is_waiting(world.redis, marker, world.rq_queue())
+    status, origin = world.redis.hmget(f"rq:job:{marker}", ["status", "origin"])
+    assert marker is not None and not is_waiting_job(status, origin, world.rq_queue())
 
 
 # ---- a completion recorded after RQ's records -------------------------------------------
